@@ -1,0 +1,3 @@
+from videolang.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""`videolang` command line: one module per command under `videolang/commands/`, listed explicitly.
+
+Command modules keep heavy imports (torch, decoders) inside their `run` so `--help` stays instant.
+Errors caused by input (`VideolangError`) print one line and exit 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from videolang import __version__
+from videolang.errors import VideolangError
+
+# (command name, module) in the order `--help` shows them.
+COMMANDS = [
+    ("demo", "videolang.commands.demo"),
+    ("synth", "videolang.commands.synth"),
+    ("manifest", "videolang.commands.manifest"),
+]
+
+EPILOG = """examples:
+  videolang demo --out runs/demo
+  videolang synth --out data/synth --videos 20 --seed 0
+  videolang manifest validate data/synth/manifest.jsonl --check-files
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videolang",
+        description="Video-language pretraining framework.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"videolang {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _name, module in COMMANDS:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except VideolangError as e:
+        print(f"videolang {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"videolang {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

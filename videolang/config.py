@@ -1,0 +1,276 @@
+"""Dataclass configs loaded from YAML with `--set section.key=value` overrides.
+
+Every section is a plain dataclass; the tree is type-checked on load so that a typo or a wrong type
+fails before any work starts, with the nearest valid key suggested. The resolved config is written next
+to every run's outputs (`save_config`) so a run can always be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from videolang.errors import ConfigError
+
+LEVELS = ("phase", "step", "task", "clip")
+
+
+@dataclass
+class RunConfig:
+    """Where outputs go and how the run is seeded."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    name: str = "videolang"
+
+
+@dataclass
+class DataConfig:
+    """Manifests, clip sampling and loader settings."""
+
+    manifest: Optional[str] = None
+    val_manifest: Optional[str] = None
+    video_root: Optional[str] = None
+    level: str = "clip"  # phase | step | task | clip | narration
+    num_frames: int = 8
+    image_size: int = 224
+    backend: str = "auto"  # auto | decord | pyav
+    sampling: str = "random"  # training sampling: uniform | random | fps
+    clips_per_video: int = 8  # K for paragraph (video-paragraph OT) datasets
+    max_text_len: int = 64
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """Dual encoder. `video_encoder`/`text_encoder` are a preset name or a local pretrained folder."""
+
+    video_encoder: str = "tiny"  # tiny | vit-b16 | path to a CLIPVisionModel or VideoEncoder folder
+    text_encoder: str = "minilm"  # minilm | tiny | path to a Hugging Face AutoModel folder
+    embed_dim: int = 256
+    temporal_layers: int = 2
+    max_frames: int = 32
+    text_pooling: str = "mean"  # cls | mean
+    long_text: str = "auto"  # auto | stretch | chunk | none
+    text_max_positions: int = 248
+    frame_token_drop: float = 0.0
+    token_drop_mode: str = "random"  # random | attention
+    grad_checkpointing: bool = False
+    logit_scale_init: float = 1 / 0.07
+    logit_scale_max: float = 100.0
+    caption_head: bool = False
+    caption_layers: int = 2
+    caption_max_len: int = 64
+
+
+@dataclass
+class LossConfig:
+    """Loss weights; plain symmetric InfoNCE is the baseline (all other weights 0)."""
+
+    clip_weight: float = 1.0
+    level_weights: dict[str, float] = field(default_factory=dict)  # e.g. {phase: 0.5, step: 1.0}
+    cross_level_weight: float = 0.0
+    rectify_beta: float = 0.0  # Norton faulty-negative rectification (0.3 in Norton)
+    rectify_eps: float = 1.0
+    paragraph_weight: float = 0.0  # Norton video-paragraph OT loss (0.1 in Norton)
+    paragraph_eps: float = 0.1
+    paragraph_iters: int = 50
+    bucket_ratio: float = 0.3
+    use_bucket: bool = True
+    softmax_alpha: float = 1.0
+    fine_weight: float = 1.0  # weight of the soft-max (frame-word) term in the fused similarity
+    caption_weight: float = 0.0
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and DeepSpeed settings."""
+
+    max_steps: int = 1000
+    batch_size: int = 32  # per process
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    zero_stage: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    resume: str = "auto"  # auto | never | path to a checkpoint folder
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation defaults."""
+
+    batch_size: int = 32
+    fps: float = 1.0
+    prompt: str = "a video of {}."
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Type checking and coercion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`, converting only where lossless (int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_t = args[0] if args else Any
+        items = [_coerce(v, item_t, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {_coerce(k, kt, f"{where}.key"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. `--set run.name=2024` stays a name
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(sorted(choices))})"
+
+
+def _merge(obj: Any, values: dict, where: str) -> None:
+    """Apply a nested mapping onto a dataclass instance in place, checking keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}'{_suggest(str(key), names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` -> ("a.b", c) with c parsed as YAML (so 3 is an int, true a bool, [1,2] a list)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `key=value` overrides, each layer type-checked."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        try:
+            _merge(cfg, data, "")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for text in overrides or []:
+        key, value = parse_override(text)
+        try:
+            _merge(cfg, _nest(key, value), "")
+        except ConfigError as e:
+            raise ConfigError(f"--set {text}: {e}") from None
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically, so a crash never leaves half a file)."""
+    from videolang.utils.io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
