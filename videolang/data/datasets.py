@@ -1,0 +1,234 @@
+"""Map-style datasets over manifests: clip-caption pairs and video paragraphs.
+
+Items are plain dicts of tensors and strings so they pickle cheaply across DataLoader workers.
+Undecodable videos never end a run: the dataset substitutes another sample and records the failure in
+the item itself (`failures`), so counts survive worker processes and reach the main process through
+the batch, where a `DecodeFailureLog` counts them per file and logs each bad file once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from videolang.data.manifest import ClipPair, VideoRecord, clip_pairs, load_manifest
+from videolang.errors import VideolangError
+
+log = logging.getLogger(__name__)
+
+# Give up on an item after this many consecutive undecodable substitutes: the corpus is broken.
+MAX_SUBSTITUTES = 50
+
+
+def _records(manifest: str | Path | Sequence[VideoRecord], video_root: str | Path | None) -> list[VideoRecord]:
+    if isinstance(manifest, (str, Path)):
+        return load_manifest(manifest, video_root=video_root)
+    return list(manifest)
+
+
+def _item_rng(seed: int, epoch: int, index: int, attempt: int) -> random.Random:
+    """Per-item randomness that depends only on (seed, epoch, index): identical whatever worker runs it."""
+    return random.Random(hash((seed, epoch, index, attempt)) & 0xFFFFFFFF)
+
+
+@dataclass
+class DecodeFailureLog:
+    """Main-process tally of undecodable files, fed from batches; each file is logged once."""
+
+    counts: Counter
+
+    def __init__(self) -> None:
+        self.counts = Counter()
+
+    def update(self, failures: Sequence[tuple[str, str]]) -> None:
+        for path, reason in failures:
+            if path not in self.counts:
+                log.warning("skipping undecodable video %s: %s", path, reason)
+            self.counts[path] += 1
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "no undecodable videos"
+        return f"{len(self.counts)} undecodable video file(s), {sum(self.counts.values())} skipped read(s)"
+
+
+class _DecodingDataset(Dataset):
+    """Shared retry/substitute logic; subclasses define `_load(index, rng)`."""
+
+    def __init__(self, seed: int, backend: str):
+        self.seed = seed
+        self.epoch = 0
+        self.backend = backend
+        self._bad_files: set[str] = set()  # per worker: known-bad files are skipped without a decode
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _path_of(self, index: int) -> str:
+        raise NotImplementedError
+
+    def _load(self, index: int, rng: random.Random) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from videolang.data.video import VideoDecodeError
+
+        failures: list[tuple[str, str]] = []
+        current = index
+        for attempt in range(MAX_SUBSTITUTES):
+            rng = _item_rng(self.seed, self.epoch, index, attempt)
+            path = self._path_of(current)
+            if path not in self._bad_files:
+                try:
+                    item = self._load(current, rng)
+                except VideoDecodeError as e:
+                    self._bad_files.add(path)
+                    failures.append((path, str(e)))
+                else:
+                    item["index"] = current
+                    item["failures"] = failures
+                    return item
+            current = rng.randrange(len(self))
+        raise VideolangError(
+            f"{MAX_SUBSTITUTES} consecutive undecodable samples starting at item {index} "
+            f"(last file: {path}); check the corpus with `videolang manifest validate --check-files`"
+        )
+
+
+class ClipTextDataset(_DecodingDataset):
+    """One item per segment at a level (`phase`/`step`/`task`/`clip`) or per narration sentence.
+
+    Item: `frames` uint8 [T, H, W, 3] (after `transform`), `caption`, `video_id`, `segment_id`,
+    `level`, `label`, `start`, `end`, `index`, `failures`.
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path | Sequence[VideoRecord],
+        level: str = "clip",
+        *,
+        split: Optional[str] = None,
+        num_frames: int = 8,
+        sampling: str = "uniform",
+        size: Optional[tuple[int, int]] = None,
+        backend: str = "auto",
+        transform: Optional[Callable[[torch.Tensor, str, random.Random], tuple[torch.Tensor, str]]] = None,
+        video_root: str | Path | None = None,
+        seed: int = 0,
+    ):
+        super().__init__(seed, backend)
+        self.pairs: list[ClipPair] = clip_pairs(_records(manifest, video_root), level, split=split)
+        if not self.pairs:
+            where = manifest if isinstance(manifest, (str, Path)) else "the given records"
+            raise VideolangError(f"{where}: no captioned segments at level '{level}'" + (f" in split '{split}'" if split else ""))
+        self.level = level
+        self.num_frames = num_frames
+        self.sampling = sampling
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _path_of(self, index: int) -> str:
+        return str(self.pairs[index].path)
+
+    def _load(self, index: int, rng: random.Random) -> dict[str, Any]:
+        from videolang.data.video import read_clip
+
+        pair = self.pairs[index]
+        frames = read_clip(
+            pair.path, pair.start, pair.end, num_frames=self.num_frames, size=self.size,
+            backend=self.backend, sampling=self.sampling, generator=rng,
+        )
+        caption = pair.caption
+        if self.transform is not None:
+            frames, caption = self.transform(frames, caption, rng)
+        return {
+            "frames": frames, "caption": caption, "video_id": pair.video_id, "segment_id": pair.segment_id,
+            "level": pair.level, "label": pair.label, "start": pair.start, "end": pair.end,
+        }
+
+
+class ParagraphDataset(_DecodingDataset):
+    """One item per video: `K` time-ordered consecutive clips with their (noisy) captions.
+
+    The clips come from the narration track (Norton-style training on raw speech) or from the
+    segments of a level. Training takes a random window of `K` consecutive sentences; evaluation the
+    first `K`. Videos with fewer sentences are padded and `mask` marks the real clips.
+    Item: `frames` uint8 [K, T, H, W, 3], `captions` (K strings, "" for padding), `mask` bool [K],
+    `starts`/`ends` [K], `video_id`, `index`, `failures`.
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path | Sequence[VideoRecord],
+        *,
+        source: str = "narration",
+        clips_per_video: int = 8,
+        split: Optional[str] = None,
+        num_frames: int = 4,
+        sampling: str = "uniform",
+        random_window: bool = True,
+        size: Optional[tuple[int, int]] = None,
+        backend: str = "auto",
+        transform: Optional[Callable[[torch.Tensor, str, random.Random], tuple[torch.Tensor, str]]] = None,
+        video_root: str | Path | None = None,
+        seed: int = 0,
+    ):
+        super().__init__(seed, backend)
+        self.videos: list[tuple[str, Path, list[ClipPair]]] = []
+        for video in _records(manifest, video_root):
+            if split is not None and video.split != split:
+                continue
+            pairs = sorted(clip_pairs([video], source), key=lambda p: (p.start, p.end))
+            if pairs:
+                self.videos.append((video.video_id, video.resolved_path, pairs))
+        if not self.videos:
+            raise VideolangError(f"no video has '{source}' clips" + (f" in split '{split}'" if split else ""))
+        self.k = clips_per_video
+        self.num_frames = num_frames
+        self.sampling = sampling
+        self.random_window = random_window
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _path_of(self, index: int) -> str:
+        return str(self.videos[index][1])
+
+    def _load(self, index: int, rng: random.Random) -> dict[str, Any]:
+        from videolang.data.video import read_clip
+
+        video_id, path, pairs = self.videos[index]
+        first = rng.randrange(len(pairs) - self.k + 1) if self.random_window and len(pairs) > self.k else 0
+        window = pairs[first : first + self.k]
+        clips, captions = [], []
+        for pair in window:
+            frames = read_clip(
+                path, pair.start, pair.end, num_frames=self.num_frames, size=self.size,
+                backend=self.backend, sampling=self.sampling, generator=rng,
+            )
+            caption = pair.caption
+            if self.transform is not None:
+                frames, caption = self.transform(frames, caption, rng)
+            clips.append(frames)
+            captions.append(caption)
+        n_pad = self.k - len(window)
+        frames = torch.stack(clips + [torch.zeros_like(clips[0])] * n_pad)
+        mask = torch.tensor([True] * len(window) + [False] * n_pad)
+        starts = torch.tensor([p.start for p in window] + [0.0] * n_pad)
+        ends = torch.tensor([p.end for p in window] + [0.0] * n_pad)
+        return {
+            "frames": frames, "captions": captions + [""] * n_pad, "mask": mask,
+            "starts": starts, "ends": ends, "video_id": video_id,
+        }

@@ -1,0 +1,63 @@
+"""DataLoader construction: deterministic, shardable, resumable order.
+
+Every rank gets a disjoint shard of a permutation drawn from (seed, epoch), so epochs reshuffle the same
+way on every run and a resumed run can skip exactly the batches it already consumed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class ShardedSampler(Sampler[int]):
+    """Permutation of `range(len(dataset))` from (seed, epoch), padded to a multiple of `world_size`
+    (repeating the first indices, as `DistributedSampler` does) and strided by rank."""
+
+    def __init__(self, length: int, *, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+        self.start = 0  # samples of this rank's shard to skip (resume mid-epoch)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        if self.drop_last:
+            order = order[: self.length - self.length % self.world_size]
+        else:
+            pad = (-self.length) % self.world_size
+            order += (order * (pad // max(len(order), 1) + 1))[:pad]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start :])
+
+    def __len__(self) -> int:
+        n = self.length // self.world_size if self.drop_last else -(-self.length // self.world_size)
+        return max(n - self.start, 0)
+
+
+def build_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, *, shuffle: bool = True,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 drop_last: bool = False, epoch: int = 0, pin_memory: Optional[bool] = None) -> DataLoader:
+    """A DataLoader whose sampler is a `ShardedSampler`; call `loader.sampler.set_epoch(e)` per epoch."""
+    sampler = ShardedSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
+                             drop_last=drop_last)
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+        drop_last=drop_last, pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        persistent_workers=False,  # workers re-fork each epoch and see the dataset's new epoch
+    )
