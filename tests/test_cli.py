@@ -49,3 +49,11 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "manifest not found" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_argument_errors_are_one_line():
+    res = subprocess.run([sys.executable, "-m", "videolang", "synth", "--out", "x", "--videos", "abc"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid int value: 'abc'" in lines[0] and lines[0].startswith("videolang synth: error:")

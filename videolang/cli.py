@@ -19,6 +19,7 @@ COMMANDS = [
     ("demo", "videolang.commands.demo"),
     ("synth", "videolang.commands.synth"),
     ("manifest", "videolang.commands.manifest"),
+    ("eval", "videolang.commands.eval"),
 ]
 
 EPILOG = """examples:
@@ -28,8 +29,16 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (`videolang CMD: error: ...`, exit 2) instead of a usage block;
+    subparsers inherit the class, so every command behaves the same."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="videolang",
         description="Video-language pretraining framework.",
         epilog=EPILOG,

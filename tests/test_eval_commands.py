@@ -1,0 +1,158 @@
+"""`videolang eval ...` end-to-end on a tiny random model, plus oracle encoders that must score 100%."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from videolang.cli import main
+from videolang.config import ModelConfig
+from videolang.data.manifest import frame_labels, load_manifest
+from videolang.data.synth import synthesize_corpus
+from videolang.eval import tasks
+from videolang.eval.loading import load_eval_model
+from videolang.models import build_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evalcmd")
+    model = build_model(ModelConfig(video_encoder="tiny", text_encoder="tiny", embed_dim=16, caption_head=True))
+    model.save_pretrained(root / "model")
+    manifest = synthesize_corpus(root / "data", 5, seed=2)
+    return root / "model", manifest
+
+
+@pytest.mark.parametrize(
+    "task, level, extra, keys",
+    [
+        ("retrieval", "task", [], ["t2v", "v2t"]),
+        ("qa", "task", ["--choices", "4"], ["accuracy"]),
+        ("recognition", "phase", ["--smooth", "3"], ["accuracy", "macro_f1", "confusion"]),
+        ("segmentation", "step", ["--switch-penalty", "0.5"], ["acc", "edit", "F1@10", "F1@25", "F1@50"]),
+        ("segmentation", "phase", ["--probe"], ["acc", "edit"]),
+    ],
+)
+def test_eval_command_writes_results(setup, tmp_path, capsys, task, level, extra, keys):
+    model, manifest = setup
+    out = tmp_path / task
+    code = main(["eval", task, "--model", str(model), "--manifest", str(manifest), "--level", level,
+                 "--num-frames", "2", "--out", str(out), "--no-progress", *extra])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == task and all(k in results for k in keys)
+    assert (out / "results.txt").read_text().strip()
+    assert str(out / "results.json") in capsys.readouterr().out
+    for plot in results.get("plots", []):
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+def test_eval_errors_are_one_line(setup, tmp_path, capsys):
+    model, manifest = setup
+    assert main(["eval", "retrieval", "--model", str(tmp_path / "none"), "--manifest", str(manifest)]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+    assert main(["eval", "retrieval", "--model", str(model), "--manifest", str(manifest), "--level", "scene"]) == 2
+    assert "unknown level 'scene'" in capsys.readouterr().err
+
+
+def test_exported_encoder_needs_text_for_zero_shot(setup, tmp_path, capsys):
+    model, manifest = setup
+    enc_dir = tmp_path / "encoder"
+    load_eval_model(model).video.save_pretrained(enc_dir)
+    assert main(["eval", "recognition", "--model", str(enc_dir), "--manifest", str(manifest), "--level", "phase",
+                 "--no-progress"]) == 2
+    assert "has no text tower" in capsys.readouterr().err
+    # ... but a linear probe needs no text tower.
+    assert main(["eval", "recognition", "--model", str(enc_dir), "--manifest", str(manifest), "--level", "phase",
+                 "--probe", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Oracles: encoders that know the answer. A perfect score proves clips, captions and labels are
+# aligned through reading, batching, decoding and metric computation.
+
+
+class _Oracle:
+    """Maps each clip to the one-hot of its caption (by reading the clip's source via a side table)."""
+
+    def __init__(self, vocab: list[str]):
+        self.vocab = {c: i for i, c in enumerate(vocab)}
+
+    def onehot(self, texts: list[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), len(self.vocab))
+        out[torch.arange(len(texts)), torch.tensor([self.vocab[t] for t in texts])] = 1
+        return out
+
+
+def test_retrieval_and_qa_oracle(setup, tmp_path, monkeypatch):
+    model, manifest = setup
+    videos = load_manifest(manifest)
+    em = load_eval_model(model)
+    from videolang.data.manifest import clip_pairs
+
+    pairs = clip_pairs(videos, "task")
+    oracle = _Oracle(sorted({p.caption for p in pairs}))
+
+    monkeypatch.setattr(tasks, "clip_embeddings", lambda encode, pairs, **kw: _clip_feats(pairs, oracle))
+    monkeypatch.setattr(em, "full", _FakeFull(oracle))
+    opts = tasks.EvalOptions(level="task", choices=4, progress=False)
+    res = tasks.run_retrieval(em, videos, opts, tmp_path)
+    # Several clips share a caption, so a caption query ties between them; ties count against the
+    # model, so R@1 is exactly the share of captions that are unique.
+    unique = sum(sum(q.caption == p.caption for q in pairs) == 1 for p in pairs) / len(pairs) * 100
+    assert res["t2v"]["R@1"] == pytest.approx(unique)
+    assert res["t2v"]["R@10"] == 100.0
+    assert tasks.run_qa(em, videos, opts, tmp_path)["accuracy"] == 100.0
+
+
+def _clip_feats(pairs, oracle):
+    from videolang.eval.features import ClipFeatures
+
+    return ClipFeatures(oracle.onehot([p.caption for p in pairs]), list(range(len(pairs))), {})
+
+
+class _FakeFull:
+    caption_head = None
+
+    def __init__(self, oracle):
+        self.oracle = oracle
+
+    def encode_text(self, texts):
+        known = [t if t in self.oracle.vocab else next(iter(self.oracle.vocab)) for t in texts]
+        return self.oracle.onehot(known)
+
+
+def test_recognition_and_segmentation_oracle(setup, tmp_path, monkeypatch):
+    model, manifest = setup
+    videos = load_manifest(manifest)
+    em = load_eval_model(model)
+    classes = tasks._class_names(videos, "phase")
+    prompt = "a {} scene"
+    by_prompt = {prompt.format(c): i for i, c in enumerate(classes)}
+
+    def fake_frames(encode, video, fps, **kw):
+        labels = frame_labels(video, "phase", fps)
+        out = torch.zeros(len(labels), len(classes))
+        for i, lbl in enumerate(labels):
+            out[i, classes.index(lbl)] = 1
+        return out
+
+    class Text:
+        caption_head = None
+
+        @staticmethod
+        def encode_text(texts):
+            e = torch.zeros(len(texts), len(classes))
+            e[torch.arange(len(texts)), torch.tensor([by_prompt[t] for t in texts])] = 1
+            return e
+
+    monkeypatch.setattr(tasks, "frame_embeddings", fake_frames)
+    monkeypatch.setattr(em, "full", Text())
+    opts = tasks.EvalOptions(level="phase", prompt=prompt, progress=False)
+    rec = tasks.run_recognition(em, videos, opts, tmp_path, videos)
+    assert rec["accuracy"] == 100.0 and rec["macro_f1"] == 100.0
+    seg = tasks.run_segmentation(em, videos, opts, tmp_path, videos)
+    assert seg["acc"] == 100.0 and seg["edit"] == 100.0 and seg["F1@50"] == 100.0
