@@ -156,3 +156,30 @@ def test_recognition_and_segmentation_oracle(setup, tmp_path, monkeypatch):
     assert rec["accuracy"] == 100.0 and rec["macro_f1"] == 100.0
     seg = tasks.run_segmentation(em, videos, opts, tmp_path, videos)
     assert seg["acc"] == 100.0 and seg["edit"] == 100.0 and seg["F1@50"] == 100.0
+
+
+@pytest.mark.parametrize("window", [1, 3, 4])
+def test_frame_embeddings_chunking_is_invisible(setup, window):
+    """Reading a video in chunks gives the same per-frame features as one big chunk, and frame i is
+    the clip of `window` frames centred on the middle of its 1/fps interval."""
+    from videolang.data.video import read_clip
+    from videolang.eval.features import frame_embeddings
+
+    model, manifest = setup
+    video = load_manifest(manifest)[0]
+    calls = []
+
+    def encode(clips):  # identity-like "encoder": mean pixel of each frame of the clip
+        calls.append(clips.shape[0])
+        return clips.float().mean(dim=(2, 3, 4))
+
+    small = frame_embeddings(encode, video, 2.0, window=window, batch_size=5)
+    big = frame_embeddings(encode, video, 2.0, window=window, batch_size=10_000)
+    assert len(calls) > 2 and torch.equal(small, big)
+    n = small.shape[0]
+    assert n == len(frame_labels(video, "phase", 2.0))
+    every = read_clip(video.resolved_path, 0.25, video.span_end, num_frames=None, sampling="fps", fps=2.0)
+    means = every.float().mean(dim=(1, 2, 3))
+    for i in (0, n // 2, n - 1):
+        idx = [min(max(i + k - window // 2, 0), n - 1) for k in range(window)]
+        assert torch.allclose(small[i], means[idx])

@@ -20,6 +20,8 @@ COMMANDS = [
     ("synth", "videolang.commands.synth"),
     ("manifest", "videolang.commands.manifest"),
     ("eval", "videolang.commands.eval"),
+    ("export", "videolang.commands.export"),
+    ("extract", "videolang.commands.extract"),
 ]
 
 EPILOG = """examples:

@@ -85,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     summary["eval"] = {"retrieval": ret, "segmentation": {k: seg[k] for k in ("acc", "edit", "F1@10", "F1@25", "F1@50")}}
 
     print("[5/5] exporting the video encoder")
-    export_dir = out / "export"
-    em.video.save_pretrained(export_dir)
+    from videolang.export import export_video_encoder
     from videolang.models import VideoEncoder
+
+    export_dir = out / "export"
+    export_video_encoder(em.video, export_dir, num_frames=4, source=str(model_dir))
 
     reloaded = VideoEncoder.from_pretrained(export_dir)
     clip = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)

@@ -100,23 +100,23 @@ def frame_embeddings(
     `VideoDecodeError` for an undecodable video.
     """
     times = frame_times(video.span_end, fps)
-    if not times:
+    n = len(times)
+    if not n:
         return torch.zeros(0, 0)
     device = _device_of(encode)
-    # read_clip's fps sampling starts at `start`: begin half an interval in to hit the middles.
-    frames = read_clip(video.resolved_path, 0.5 / fps, video.span_end, num_frames=None, size=size,
-                       backend=backend, sampling="fps", fps=fps)
-    n = min(len(times), frames.shape[0])
-    frames = frames[:n]
-    if n < len(times):  # the file is shorter than the manifest says: hold the last frame
-        frames = torch.cat([frames, frames[-1:].expand(len(times) - n, *frames.shape[1:])])
     half = window // 2
-    idx = torch.arange(len(times))[:, None] + torch.arange(-half, window - half)[None, :]
-    idx = idx.clamp(0, len(times) - 1)  # [N, window]
     out = []
-    for s in range(0, len(times), batch_size):
-        clips = frames[idx[s : s + batch_size]]  # [b, window, H, W, 3]
-        out.append(encode(clips.to(device)).float().cpu())
+    # Read one chunk of frames at a time (plus the window's context), so memory does not grow with
+    # the video's length.
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        lo, hi = max(s - half, 0), min(e + window - half - 1, n)
+        # read_clip's fps sampling starts at `start`: begin half an interval in to hit the middles.
+        frames = read_clip(video.resolved_path, lo / fps + 0.5 / fps, hi / fps, num_frames=hi - lo, size=size,
+                           backend=backend, sampling="fps", fps=fps)
+        idx = torch.arange(s, e)[:, None] + torch.arange(-half, window - half)[None, :]
+        idx = idx.clamp(0, n - 1).clamp(lo, hi - 1) - lo  # [b, window] into this chunk
+        out.append(encode(frames[idx].to(device)).float().cpu())
     return torch.cat(out)
 
 
