@@ -34,6 +34,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
         ("recognition", "phase", ["--smooth", "3"], ["accuracy", "macro_f1", "confusion"]),
         ("segmentation", "step", ["--switch-penalty", "0.5"], ["acc", "edit", "F1@10", "F1@25", "F1@50"]),
         ("segmentation", "phase", ["--probe"], ["acc", "edit"]),
+        ("captioning", "task", ["--batch-size", "32"], ["BLEU-4", "CIDEr-D", "shot_type_acc", "camera_movement_acc"]),
     ],
 )
 def test_eval_command_writes_results(setup, tmp_path, capsys, task, level, extra, keys):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from videolang.data.manifest import VideoRecord, clip_pairs, frame_labels
@@ -23,8 +22,13 @@ from videolang.data.video import VideoDecodeError
 from videolang.errors import VideolangError
 from videolang.eval.features import clip_embeddings, frame_embeddings, text_embeddings
 from videolang.eval.loading import EvalModel
-from videolang.eval.metrics.retrieval import retrieval_metrics
-from videolang.eval.metrics.segmentation import segmentation_metrics
+from videolang.eval.metrics import (
+    captioning_metrics,
+    confusion_matrix,
+    recognition_metrics,
+    retrieval_metrics,
+    segmentation_metrics,
+)
 from videolang.eval.probe import LinearProbe
 from videolang.eval.zero_shot import BACKGROUND, background_threshold, decode
 
@@ -141,29 +145,6 @@ def _frame_scores(model: EvalModel, all_videos: Sequence[VideoRecord], eval_vide
     return kept, scores, labels, failed, threshold
 
 
-def _confusion(preds: list[list[str]], gts: list[list[str]], classes: list[str]) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    m = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for p, g in zip(preds, gts):
-        for a, b in zip(g, p):
-            if a in index and b in index:
-                m[index[a], index[b]] += 1
-    return m
-
-
-def _per_video_recognition(pred: list[str], gt: list[str]) -> tuple[float, float]:
-    """Accuracy and macro-F1 of one video over the classes present in its ground truth or prediction."""
-    classes = sorted(set(gt) | set(pred))
-    acc = 100.0 * sum(a == b for a, b in zip(pred, gt)) / max(len(gt), 1)
-    f1s = []
-    for c in classes:
-        tp = sum(a == c and b == c for a, b in zip(pred, gt))
-        fp = sum(a == c and b != c for a, b in zip(pred, gt))
-        fn = sum(a != c and b == c for a, b in zip(pred, gt))
-        f1s.append(200.0 * tp / max(2 * tp + fp + fn, 1))
-    return acc, float(np.mean(f1s)) if f1s else 0.0
-
-
 def run_recognition(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOptions, out: Path,
                     all_videos: Sequence[VideoRecord]) -> dict:
     from videolang.eval.plots import confusion
@@ -172,25 +153,25 @@ def run_recognition(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalO
     kept, scores, labels, failed, _ = _frame_scores(model, all_videos, videos, classes, opts, out)
     preds, gts, per_video = [], [], []
     for video, s, gt in zip(kept, scores, labels):
-        idx = decode(s, smooth_window=opts.smooth, switch_penalty=opts.switch_penalty)
-        pred = [classes[i] for i in idx.tolist()]
-        keep = [i for i, g in enumerate(gt) if g != BACKGROUND_NAME]  # recognition scores labelled frames
-        p, g = [pred[i] for i in keep], [gt[i] for i in keep]
-        if not g:
+        pred = decode(s, smooth_window=opts.smooth, switch_penalty=opts.switch_penalty).tolist()
+        # Recognition scores labelled frames only; segmentation is where background counts.
+        keep = [i for i, g in enumerate(gt) if g != BACKGROUND_NAME]
+        if not keep:
             continue
-        acc, f1 = _per_video_recognition(p, g)
-        per_video.append({"video_id": video.video_id, "accuracy": acc, "macro_f1": f1, "frames": len(g)})
+        p, g = [pred[i] for i in keep], [classes.index(gt[i]) for i in keep]
+        m = recognition_metrics([p], [g], num_classes=len(classes))
+        per_video.append({"video_id": video.video_id, "accuracy": m["acc"], "macro_f1": m["F1"], "frames": len(g)})
         preds.append(p)
         gts.append(g)
     if not per_video:
         raise VideolangError(f"no labelled frames at level '{opts.level}' in the evaluated videos")
-    matrix = _confusion(preds, gts, classes)
+    overall = recognition_metrics(preds, gts, num_classes=len(classes))
+    matrix = confusion_matrix(preds, gts, num_classes=len(classes)).numpy()
     plot = confusion(out / "confusion.png", matrix, classes, f"{opts.level} recognition")
     return {
         "task": "recognition", "level": opts.level, "mode": "probe" if opts.probe else "zero-shot",
         "fps": opts.fps, "videos": len(per_video), "classes": classes,
-        "accuracy": float(np.mean([v["accuracy"] for v in per_video])),
-        "macro_f1": float(np.mean([v["macro_f1"] for v in per_video])),
+        "accuracy": overall["acc"], "macro_f1": overall["F1"],
         "per_video": per_video, "confusion": matrix.tolist(), "plots": [str(plot)], **_failures(failed),
     }
 
@@ -224,7 +205,6 @@ def run_segmentation(model: EvalModel, videos: Sequence[VideoRecord], opts: Eval
 
 def run_captioning(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOptions, out: Path) -> dict:
     from videolang.data.video import read_clip
-    from videolang.eval.metrics.captioning import caption_metrics
     from videolang.models import parse_script
 
     full = model.require_text("captioning")
@@ -251,8 +231,11 @@ def run_captioning(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOp
         for p, text in zip(kept, texts):
             hyps.append(text)
             refs.append([p.script["content"]] if p.script and p.script.get("content") else [p.caption])
-            fields.append((parse_script(text), p.script or {}))
-    metrics = caption_metrics(hyps, refs, [f[0] for f in fields], [f[1] for f in fields])
+            parsed = parse_script(text)
+            fields.append(({"shot_type": parsed.get("shot"), "camera_movement": parsed.get("camera")}, p.script or {}))
+    if not hyps:
+        raise VideolangError("no clip could be decoded for captioning")
+    metrics = captioning_metrics(hyps, refs, [f[0] for f in fields], [f[1] for f in fields])
     samples = [{"hypothesis": h, "reference": r[0]} for h, r in list(zip(hyps, refs))[:20]]
     return {"task": "captioning", "level": opts.level, "clips": len(hyps), **metrics, "samples": samples,
             **_failures(failed)}
