@@ -65,14 +65,15 @@ def add_parser(sub) -> None:
 
 def _table(results: dict) -> str:
     rows = []
+    w = max(len(k) for k in results) + 2
     for key, value in results.items():
         if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
-            rows.append(f"{key:<14}" + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+            rows.append(f"{key:<{w}}" + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in value.items()))
         elif isinstance(value, float):
-            rows.append(f"{key:<14}{value:.2f}")
+            rows.append(f"{key:<{w}}{value:.2f}")
         elif isinstance(value, (int, str)) and key not in ("task",):
-            rows.append(f"{key:<14}{value}")
+            rows.append(f"{key:<{w}}{value}")
     return "\n".join(rows)
 
 
