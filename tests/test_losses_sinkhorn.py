@@ -1,0 +1,200 @@
+"""`videolang.losses.sinkhorn` against POT, on both update routes, plus stability and input errors."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from videolang.losses import LossError, sinkhorn
+from videolang.losses import transport
+
+
+def random_problem(batch, n, m, *, seed, dtype=torch.float64, scale=1.0, uniform=False):
+    gen = torch.Generator().manual_seed(seed)
+    cost = torch.rand(batch, n, m, generator=gen, dtype=torch.float64) * scale
+    if uniform:
+        a = torch.full((batch, n), 1.0 / n, dtype=torch.float64)
+        b = torch.full((batch, m), 1.0 / m, dtype=torch.float64)
+    else:
+        a = torch.rand(batch, n, generator=gen, dtype=torch.float64) + 0.05
+        b = torch.rand(batch, m, generator=gen, dtype=torch.float64) + 0.05
+        a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    return cost.to(dtype), a.to(dtype), b.to(dtype)
+
+
+def pot_plans(cost, a, b, eps, iters, method="sinkhorn_log", stop=0.0):
+    """POT's plan for each problem of the batch, solved one by one in float64 (POT's log-domain solver
+    by default, which is stable for every problem used here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.stack(
+            [
+                ot.sinkhorn(ai, bi, ci, eps, method=method, numItermax=iters, stopThr=stop)
+                for ci, ai, bi in zip(cost.double().numpy(), a.double().numpy(), b.double().numpy())
+            ]
+        )
+
+
+@pytest.mark.parametrize("domain", ["auto", "log"])
+@pytest.mark.parametrize("shape", [(6, 9, 9), (5, 7, 12), (4, 20, 6)])
+def test_converged_plans_match_pot_fp64(domain, shape):
+    cost, a, b = random_problem(*shape, seed=sum(shape))
+    eps = 0.2
+    ours = sinkhorn(cost, eps, n_iters=5000, a=a, b=b, tol=1e-13, domain=domain)
+    ref = pot_plans(cost, a, b, eps, 5000, method="sinkhorn", stop=1e-14)
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("domain", ["auto", "log"])
+def test_converged_plans_match_pot_fp32(domain):
+    cost, a, b = random_problem(6, 9, 14, seed=3, dtype=torch.float32)
+    eps = 0.1
+    ours = sinkhorn(cost, eps, n_iters=3000, a=a, b=b, tol=1e-6, domain=domain)
+    assert ours.dtype == torch.float32
+    ref = pot_plans(cost, a, b, eps, 5000, method="sinkhorn", stop=1e-14)
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("domain", ["auto", "log"])
+@pytest.mark.parametrize("iters", [1, 7, 50])
+def test_same_iterates_as_pot_before_convergence(domain, iters):
+    # Same update order as ot.sinkhorn: the plans agree at every iteration count, not only at the end.
+    cost, a, b = random_problem(4, 9, 11, seed=iters, scale=2.0)
+    eps = 0.05
+    ours = sinkhorn(cost, eps, n_iters=iters, a=a, b=b, domain=domain)
+    np.testing.assert_allclose(ours.numpy(), pot_plans(cost, a, b, eps, iters), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        ours.numpy(), pot_plans(cost, a, b, eps, iters, method="sinkhorn"), rtol=0, atol=1e-10
+    )
+
+
+def test_rows_exact_after_each_iteration():
+    cost, a, b = random_problem(3, 8, 5, seed=11)
+    plan = sinkhorn(cost, 0.05, n_iters=3, a=a, b=b)
+    torch.testing.assert_close(plan.sum(-1), a, rtol=0, atol=1e-12)
+
+
+def test_shared_marginal_vectors_broadcast_over_the_batch():
+    cost, a, b = random_problem(4, 6, 6, seed=2)
+    plan = sinkhorn(cost, 0.1, a=a[0], b=b[0])
+    ref = sinkhorn(cost, 0.1, a=a[0].expand(4, 6), b=b[0].expand(4, 6))
+    torch.testing.assert_close(plan, ref, rtol=0, atol=0)
+
+
+def test_single_matrix_in_single_plan_out():
+    cost, a, b = random_problem(1, 5, 7, seed=4)
+    single = sinkhorn(cost[0], 0.1, a=a[0], b=b[0])
+    assert single.shape == (5, 7)
+    torch.testing.assert_close(single, sinkhorn(cost, 0.1, a=a, b=b)[0], rtol=0, atol=0)
+
+
+def test_default_marginals_are_uniform():
+    cost, _, _ = random_problem(2, 4, 6, seed=5)
+    plan = sinkhorn(cost, 0.1, n_iters=2000, tol=1e-13)
+    torch.testing.assert_close(plan.sum(-1), torch.full((2, 4), 0.25, dtype=torch.float64))
+    torch.testing.assert_close(plan.sum(-2), torch.full((2, 6), 1 / 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stable_for_small_eps_and_large_costs(dtype):
+    # exp(-C / eps) underflows to 0 here; the log route must keep every plan finite and feasible.
+    cost, a, b = random_problem(8, 9, 9, seed=6, dtype=dtype, scale=100.0, uniform=True)
+    assert (torch.exp(-cost.double() / 0.01) == 0).any()  # the premise: the kernel underflows
+    plan = sinkhorn(cost, 0.01, n_iters=500, a=a, b=b)
+    assert torch.isfinite(plan).all()
+    # Potentials reach C / eps = 1e4, so fp32 rounding alone moves row sums by ~1e4 * 6e-8 relative.
+    torch.testing.assert_close(plan.sum(-1), a, rtol=1e-3 if dtype == torch.float32 else 1e-10, atol=0)
+    if dtype == torch.float64:
+        np.testing.assert_allclose(plan.numpy(), pot_plans(cost, a, b, 0.01, 500), rtol=0, atol=1e-8)
+
+
+def test_auto_route_matches_log_route_at_the_bound():
+    # Costs whose kernel-route bound sits just under the fp32 limit: the kernel updates must still
+    # reproduce the log-domain plan (no underflow, no overflow).
+    n = 9
+    cost, a, b = random_problem(4, n, n, seed=8, dtype=torch.float32, uniform=True)
+    spread = (cost.flatten(1).amax(1) - cost.flatten(1).amin(1)).max().item()
+    eps = 2 * spread / (transport._kernel_limit(torch.float32) - math.log(n * n) - 0.5)
+    auto = sinkhorn(cost, eps, n_iters=200, a=a, b=b)
+    log = sinkhorn(cost, eps, n_iters=200, a=a, b=b, domain="log")
+    assert torch.isfinite(auto).all()
+    torch.testing.assert_close(auto, log, rtol=0, atol=1e-5)
+
+
+def test_tolerance_stops_early_with_the_requested_accuracy():
+    cost, a, b = random_problem(5, 10, 10, seed=9)
+    loose = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-3)
+    full = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b)
+    column_error = (loose.sum(-2) - b).abs().sum(-1).max().item()
+    assert column_error < 1e-3
+    assert (loose - full).abs().max().item() > 1e-9  # it did stop before the end
+
+
+def test_zero_mass_entries_get_an_empty_row_and_column():
+    cost, a, b = random_problem(2, 6, 5, seed=10)
+    a[:, 2] = 0
+    b[:, 4] = 0
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    for domain in ("auto", "log"):
+        plan = sinkhorn(cost, 0.1, n_iters=300, a=a, b=b, domain=domain)
+        assert torch.isfinite(plan).all()
+        assert plan[:, 2, :].abs().max() == 0 and plan[:, :, 4].abs().max() == 0
+    rows = [0, 1, 3, 4, 5]
+    reduced = sinkhorn(cost[:, rows][:, :, :4], 0.1, n_iters=300, a=a[:, rows], b=b[:, :4])
+    torch.testing.assert_close(plan[:, rows][:, :, :4], reduced)
+
+
+def test_half_precision_costs_are_solved_in_fp32():
+    cost, a, b = random_problem(3, 6, 6, seed=12, dtype=torch.float32)
+    plan = sinkhorn(cost.bfloat16(), 0.1, a=a, b=b)
+    assert plan.dtype == torch.bfloat16
+    ref = sinkhorn(cost.bfloat16().float(), 0.1, a=a, b=b)
+    torch.testing.assert_close(plan.float(), ref, rtol=1e-2, atol=1e-4)
+
+
+def test_no_gradient_flows_through_the_plan_and_the_cost_is_untouched():
+    cost = torch.rand(2, 4, 4, requires_grad=True)
+    before = cost.detach().clone()
+    for domain in ("auto", "log"):
+        assert not sinkhorn(cost, 0.1, domain=domain).requires_grad
+    assert torch.equal(cost.detach(), before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(cost=torch.rand(4)), "cost must be"),
+        (dict(eps=0.0), "eps must be"),
+        (dict(n_iters=0), "n_iters"),
+        (dict(tol=-1.0), "tol"),
+        (dict(domain="kernel"), "domain"),
+        (dict(a=torch.full((5,), 0.2)), "a must have shape"),
+        (dict(a=torch.full((3, 4), 0.25)), "a has 3 rows"),
+        (dict(a=torch.tensor([0.5, 0.5, 0.5, -0.5])), "non-negative"),
+        (dict(a=torch.zeros(4)), "positive total mass"),
+        (dict(a=torch.full((4,), 0.5)), "equal total mass"),
+        (dict(cost=torch.full((2, 4, 4), math.nan)), "NaN"),
+    ],
+)
+def test_bad_input_raises_one_line_error(kwargs, message):
+    args = dict(cost=torch.rand(2, 4, 4), eps=0.1)
+    args.update(kwargs)
+    with pytest.raises(LossError, match=message):
+        sinkhorn(args.pop("cost"), args.pop("eps"), **args)
+
+
+@pytest.mark.parametrize("domain", ["auto", "log"])
+def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
+    cost, a, b = random_problem(7, 9, 8, seed=13)
+    whole = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
+    # A budget of two problems per group splits the batch into 4 groups (the last one short).
+    two_problems = 2 * (2 * 9 * 8 * cost.element_size())
+    monkeypatch.setattr(transport, "_CPU_CACHE_BYTES_PER_THREAD", two_problems // torch.get_num_threads())
+    assert len(transport._cache_groups(cost)) == 4
+    grouped = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
+    torch.testing.assert_close(grouped, whole, rtol=0, atol=1e-15)

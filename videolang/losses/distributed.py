@@ -1,0 +1,65 @@
+"""Gathering a contrastive batch across ranks for the local-loss form.
+
+Each rank scores its own B rows against all N = world * B columns. The gather keeps the autograd graph:
+its backward pass sums the gradients that every rank's loss sends to a shard and returns them to the
+rank that owns it, so no rank ever materialises the N x N logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import Tensor
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size), or (0, 1) outside `torch.distributed`."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Every rank's `x` concatenated along dim 0 in rank order; gradients flow back to each owner."""
+    _, world = rank_and_world()
+    if world == 1:
+        return x
+    return torch.cat(dist_nn.all_gather(x), dim=0)
+
+
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Like `gather_with_grad` for tensors that carry no gradient (masks, ids)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return x
+    # Not every backend gathers bool tensors; move them as uint8.
+    send = x.to(torch.uint8) if x.dtype == torch.bool else x.contiguous()
+    parts = [torch.empty_like(send) for _ in range(world)]
+    dist.all_gather(parts, send)
+    out = torch.cat(parts, dim=0)
+    return out.bool() if x.dtype == torch.bool else out
+
+
+@dataclass
+class GatheredPair:
+    """Video and text features of the global batch, and where this rank's rows start in it."""
+
+    video: Tensor  # [N, D]
+    text: Tensor  # [N, D]
+    mask: Optional[Tensor]  # [N] bool, None when every sample is valid
+    offset: int
+
+
+def gather_pair(video: Tensor, text: Tensor, mask: Optional[Tensor] = None) -> GatheredPair:
+    """Gather both modalities (and the validity mask) once, for any number of losses over them."""
+    rank, _ = rank_and_world()
+    return GatheredPair(
+        video=gather_with_grad(video),
+        text=gather_with_grad(text),
+        mask=None if mask is None else gather_no_grad(mask),
+        offset=rank * video.shape[0],
+    )

@@ -1,0 +1,236 @@
+"""Norton's video-paragraph contrast: optimal transport between a video's clips and a paragraph's
+captions, with an alignable prompt bucket for the clips and captions that have no partner.
+
+Long videos come with noisy narration: some captions describe nothing on screen, some clips have no
+caption, and timestamps drift. Instead of trusting the given clip i <-> caption i pairing, every
+(video v, paragraph p) pair gets a K x K similarity S_vp, Sinkhorn finds a soft alignment T_vp, and the
+paragraph logit is scale * sum(T_vp * S_vp). The prompt bucket (one extra row and column holding a
+similarity threshold) gives unalignable clips and captions somewhere cheaper to go than a wrong partner.
+Symbols follow docs/losses.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from videolang.losses.checks import as_scale, check_mask, check_same_shape, check_tensor
+from videolang.losses.contrastive import row_cross_entropy
+from videolang.losses.errors import LossError
+from videolang.losses.similarity import soft_max_similarity
+from videolang.losses.transport import sinkhorn
+
+# Norton's weight of the pooled-cosine term in the fused similarity (the soft-max term has fine_weight).
+COARSE_WEIGHT = 0.5
+
+
+def fused_similarity(
+    video: Tensor,
+    text: Tensor,
+    video_mask: Tensor,
+    text_mask: Tensor,
+    *,
+    frames: Optional[Tensor] = None,
+    frame_mask: Optional[Tensor] = None,
+    words: Optional[Tensor] = None,
+    word_mask: Optional[Tensor] = None,
+    alpha: float = 1.0,
+    fine_weight: float = 1.0,
+) -> Tensor:
+    """`S` `[V, P, K, K]`: clip i of video v against caption j of paragraph p (P = V).
+
+    Pooled cosine and (when frames and words are given and `fine_weight > 0`) soft-max similarity are
+    each min-max normalised over the valid entries of the batch and fused as
+    `(0.5 * coarse + fine_weight * fine) / (0.5 + fine_weight)`, so S lies in [0, 1].
+    """
+    n_videos, k = video.shape[:2]
+    flat_v = F.normalize(video.flatten(0, 1), dim=-1)
+    flat_t = F.normalize(text.flatten(0, 1), dim=-1)
+    valid = _pair_mask(video_mask, text_mask)
+    coarse = _blocks(flat_v @ flat_t.T, n_videos, k)
+    sim = _min_max(coarse, valid)
+    if frames is not None and words is not None and fine_weight > 0:
+        fine = soft_max_similarity(
+            frames.flatten(0, 1),
+            words.flatten(0, 1),
+            None if frame_mask is None else frame_mask.flatten(0, 1),
+            None if word_mask is None else word_mask.flatten(0, 1),
+            alpha,
+        )
+        fine = _min_max(_blocks(fine, n_videos, k), valid)
+        sim = (COARSE_WEIGHT * sim + fine_weight * fine) / (COARSE_WEIGHT + fine_weight)
+    return sim
+
+
+@torch.no_grad()
+def prompt_bucket_value(sim: Tensor, video_mask: Tensor, text_mask: Tensor, ratio: float) -> Tensor:
+    """The k-th lowest aligned similarity S[v, v, i, i] over valid pairs, k = max(1, floor(ratio * n)).
+
+    About a fraction `ratio` of the given pairs then score below the bucket and are let go.
+    """
+    aligned = sim.diagonal(dim1=0, dim2=1).diagonal(dim1=0, dim2=1)  # [V, K]: S[v, v, i, i]
+    valid = video_mask & text_mask
+    ordered = aligned.masked_fill(~valid, math.inf).flatten().sort().values
+    k = (valid.sum() * ratio).floor().long().clamp_min(1)
+    return ordered[k - 1]
+
+
+@torch.no_grad()
+def alignment_plan(
+    sim: Tensor,
+    video_mask: Tensor,
+    text_mask: Tensor,
+    bucket: Optional[Tensor],
+    *,
+    eps: float = 0.1,
+    n_iters: int = 50,
+) -> Tensor:
+    """Transport plans `[V, P, K+1, K+1]` (with a bucket) or `[V, P, K, K]` maximising sum(T * S).
+
+    With m valid clips and n valid captions, each real row and column carries mass 1/(m+n); the bucket
+    row carries n/(m+n) and the bucket column m/(m+n), enough to absorb every caption or every clip.
+    Without a bucket the marginals are uniform over valid entries. Padded entries get zero mass.
+    """
+    n_videos, n_paras, k, _ = sim.shape
+    vm = video_mask.to(sim.dtype)[:, None, :].expand(n_videos, n_paras, k)
+    tm = text_mask.to(sim.dtype)[None, :, :].expand(n_videos, n_paras, k)
+    m, n = vm.sum(-1, keepdim=True), tm.sum(-1, keepdim=True)
+    if bucket is None:
+        scores, a, b = sim, vm / m, tm / n
+    else:
+        total = m + n
+        edge = bucket.to(sim.dtype).expand(n_videos, n_paras, k, 1)
+        corner = bucket.to(sim.dtype).expand(n_videos, n_paras, 1, k + 1)
+        scores = torch.cat([torch.cat([sim, edge], dim=-1), corner], dim=-2)
+        a = torch.cat([vm / total, n / total], dim=-1)
+        b = torch.cat([tm / total, m / total], dim=-1)
+    size = scores.shape[-1]
+    plan = sinkhorn(-scores.reshape(-1, size, size), eps, n_iters, a.reshape(-1, size), b.reshape(-1, size))
+    return plan.view(n_videos, n_paras, size, size)
+
+
+def paragraph_loss(
+    video: Tensor,
+    text: Tensor,
+    logit_scale: Tensor | float,
+    *,
+    video_mask: Optional[Tensor] = None,
+    text_mask: Optional[Tensor] = None,
+    frames: Optional[Tensor] = None,
+    frame_mask: Optional[Tensor] = None,
+    words: Optional[Tensor] = None,
+    word_mask: Optional[Tensor] = None,
+    alpha: float = 1.0,
+    fine_weight: float = 1.0,
+    bucket_ratio: float = 0.3,
+    use_bucket: bool = True,
+    eps: float = 0.1,
+    n_iters: int = 50,
+) -> Tensor:
+    """Symmetric cross-entropy over the videos of the batch of the paragraph logits
+    `scale * sum_ij T_vp[i, j] * S_vp[i, j]` (real entries only, T rescaled by (m + n) / 2).
+
+    Inputs: clip and caption embeddings `[V, K, D]` (clip i and caption i come from the same time span),
+    validity masks `[V, K]`, and optionally frames `[V, K, T, D]` / words `[V, K, L, D]` with masks
+    `[V, K, T]` / `[V, K, L]` for the soft-max term. Negatives are the other videos on this rank.
+    """
+    where = "paragraph_loss"
+    check_tensor(where, "video", video, 3)
+    check_tensor(where, "text", text, 3)
+    check_same_shape(where, ("video", "text"), video, text)
+    n_videos, k = video.shape[:2]
+    scale = as_scale(where, logit_scale, video)
+    video_mask = _full_mask(check_mask(where, "video_mask", video_mask, (n_videos, k)), video)
+    text_mask = _full_mask(check_mask(where, "text_mask", text_mask, (n_videos, k)), video)
+    if fine_weight > 0 and (frames is None) != (words is None):
+        raise LossError(f"{where}: the soft-max term needs both frames and words, got only one")
+    if frames is not None and words is not None:
+        check_tensor(where, "frames", frames, 4)
+        check_tensor(where, "words", words, 4)
+        if frames.shape[:2] != (n_videos, k) or words.shape[:2] != (n_videos, k):
+            raise LossError(f"{where}: frames and words must start with [V, K] = [{n_videos}, {k}]")
+    empty = (video_mask.sum(1) == 0) | (text_mask.sum(1) == 0)
+    if bool(empty.any()):
+        raise LossError(f"{where}: video {int(empty.nonzero()[0])} has no valid clip or no valid caption")
+
+    sim = fused_similarity(
+        video, text, video_mask, text_mask, frames=frames, frame_mask=frame_mask,
+        words=words, word_mask=word_mask, alpha=alpha, fine_weight=fine_weight,
+    )
+    bucket = prompt_bucket_value(sim, video_mask, text_mask, bucket_ratio) if use_bucket else None
+    plan = alignment_plan(sim.detach(), video_mask, text_mask, bucket, eps=eps, n_iters=n_iters)[..., :k, :k]
+    m = video_mask.sum(1).to(sim.dtype)[:, None]
+    n = text_mask.sum(1).to(sim.dtype)[None, :]
+    transport = plan * ((m + n) / 2)[..., None, None]
+    logits = scale * (transport * sim).sum((-1, -2))  # [V, P]
+    return 0.5 * (row_cross_entropy(logits, 0) + row_cross_entropy(logits.T, 0))
+
+
+class ParagraphLoss(nn.Module):
+    """`paragraph_loss` with its own trained logit scale (temperature tau = 1 / scale in [0.01, 1]).
+
+    The scale is a registered parameter, so it reaches the optimizer with the rest of the model; it is
+    stored as a log, initialised at log(1 / 0.07) and clamped in the forward pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 1.0,
+        fine_weight: float = 1.0,
+        bucket_ratio: float = 0.3,
+        use_bucket: bool = True,
+        eps: float = 0.1,
+        n_iters: int = 50,
+        init_temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.options = dict(
+            alpha=alpha, fine_weight=fine_weight, bucket_ratio=bucket_ratio,
+            use_bucket=use_bucket, eps=eps, n_iters=n_iters,
+        )
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def logit_scale(self) -> Tensor:
+        return self.log_scale.clamp(0.0, math.log(100.0)).exp()
+
+    def forward(
+        self,
+        video: Tensor,
+        text: Tensor,
+        *,
+        video_mask: Optional[Tensor] = None,
+        text_mask: Optional[Tensor] = None,
+        frames: Optional[Tensor] = None,
+        frame_mask: Optional[Tensor] = None,
+        words: Optional[Tensor] = None,
+        word_mask: Optional[Tensor] = None,
+    ) -> Tensor:
+        return paragraph_loss(
+            video, text, self.logit_scale(), video_mask=video_mask, text_mask=text_mask,
+            frames=frames, frame_mask=frame_mask, words=words, word_mask=word_mask, **self.options,
+        )
+
+
+def _blocks(x: Tensor, n_videos: int, k: int) -> Tensor:
+    """`[V*K, V*K]` clip-caption matrix -> `[V, P, K, K]` blocks (video v, paragraph p)."""
+    return x.view(n_videos, k, n_videos, k).permute(0, 2, 1, 3)
+
+
+def _pair_mask(video_mask: Tensor, text_mask: Tensor) -> Tensor:
+    return video_mask[:, None, :, None] & text_mask[None, :, None, :]
+
+
+def _min_max(x: Tensor, valid: Tensor) -> Tensor:
+    """Rescale to [0, 1] using the valid entries' range (gradient flows through min and max)."""
+    low = x.masked_fill(~valid, math.inf).amin()
+    high = x.masked_fill(~valid, -math.inf).amax()
+    return (x - low) / (high - low).clamp_min(torch.finfo(x.dtype).eps)
+
+
+def _full_mask(mask: Optional[Tensor], like: Tensor) -> Tensor:
+    return like.new_ones(like.shape[:2], dtype=torch.bool) if mask is None else mask
