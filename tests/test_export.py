@@ -18,32 +18,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from videolang.cli import main
-from videolang.config import ModelConfig
 from videolang.export import ExportError, export_video_encoder, load_video_encoder, parse_formats
-from videolang.models import VideoEncoder, VideoTextModel, build_model
+from videolang.models import VideoEncoder, VideoTextModel
 
 NUM_FRAMES = 4
 SIZE = 32  # the tiny preset's image size
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def clips(batch: int, seed: int, num_frames: int = NUM_FRAMES) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (batch, num_frames, SIZE, SIZE, 3), dtype=torch.uint8, generator=gen)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(video_encoder="tiny", text_encoder="tiny", embed_dim=16, max_frames=8))
-    return model.eval().save_pretrained(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from videolang.cli import main
-from videolang.config import ModelConfig
 from videolang.data.manifest import frame_times, load_manifest
 from videolang.data.synth import synthesize_corpus
 from videolang.data.video import read_clip
@@ -23,29 +22,14 @@ from videolang.eval.extract import (
     feature_file,
     read_features,
 )
-from videolang.models import VideoEncoder, VideoEncoderConfig, build_model
+from videolang.models import VideoEncoder, VideoEncoderConfig
 
 FRAMES = 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
     return synthesize_corpus(tmp_path_factory.mktemp("synth"), 3, seed=1, size=(48, 64), fps=4.0)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(video_encoder="tiny", text_encoder="tiny", embed_dim=16, max_frames=8))
-    return model.eval().save_pretrained(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,6 @@ from videolang.models.hf import vision_transformer
 TINY = dict(video_encoder="tiny", text_encoder="tiny")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared 2-core machine punishes oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(**overrides) -> VideoTextModel:
     torch.manual_seed(0)
     return build_model(ModelConfig(**{**TINY, **overrides}))

@@ -17,14 +17,6 @@ from videolang.models import CaptionConfig, CaptionHead, ModelError, build_model
 TAG = re.compile(r"\[\s*(shot|camera|content)\s*\]", re.IGNORECASE)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 field_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40).map(str.strip)
 
 

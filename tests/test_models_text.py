@@ -14,14 +14,6 @@ from videolang.models import ModelError, TextEncoder
 from videolang.models.text_encoder import stretch_position_embeddings
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return TextEncoder.tiny().tokenizer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
