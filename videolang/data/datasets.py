@@ -59,14 +59,32 @@ class DecodeFailureLog:
         return f"{len(self.counts)} undecodable video file(s), {sum(self.counts.values())} skipped read(s)"
 
 
-class _DecodingDataset(Dataset):
-    """Shared retry/substitute logic; subclasses define `_load(index, rng)`."""
+Transform = Callable[[torch.Tensor, str, random.Random], tuple[torch.Tensor, str]]
 
-    def __init__(self, seed: int, backend: str):
+
+class _DecodingDataset(Dataset):
+    """Clip reading, transforms and the retry/substitute logic; subclasses define `_load(index, rng)`."""
+
+    def __init__(self, *, seed: int, backend: str, num_frames: int, sampling: str,
+                 size: Optional[tuple[int, int]], transform: Optional[Transform]):
         self.seed = seed
         self.epoch = 0
         self.backend = backend
+        self.num_frames = num_frames
+        self.sampling = sampling
+        self.size = size
+        self.transform = transform
         self._bad_files: set[str] = set()  # per worker: known-bad files are skipped without a decode
+
+    def _read(self, pair: ClipPair, rng: random.Random) -> tuple[torch.Tensor, str]:
+        """The pair's clip (uint8 [T, H, W, 3]) and caption, after the transform."""
+        from videolang.data.video import read_clip
+
+        frames = read_clip(pair.path, pair.start, pair.end, num_frames=self.num_frames, size=self.size,
+                           backend=self.backend, sampling=self.sampling, generator=rng)
+        if self.transform is None:
+            return frames, pair.caption
+        return self.transform(frames, pair.caption, rng)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -119,20 +137,17 @@ class ClipTextDataset(_DecodingDataset):
         sampling: str = "uniform",
         size: Optional[tuple[int, int]] = None,
         backend: str = "auto",
-        transform: Optional[Callable[[torch.Tensor, str, random.Random], tuple[torch.Tensor, str]]] = None,
+        transform: Optional[Transform] = None,
         video_root: str | Path | None = None,
         seed: int = 0,
     ):
-        super().__init__(seed, backend)
+        super().__init__(seed=seed, backend=backend, num_frames=num_frames, sampling=sampling, size=size,
+                         transform=transform)
         self.pairs: list[ClipPair] = clip_pairs(_records(manifest, video_root), level, split=split)
         if not self.pairs:
             where = manifest if isinstance(manifest, (str, Path)) else "the given records"
             raise VideolangError(f"{where}: no captioned segments at level '{level}'" + (f" in split '{split}'" if split else ""))
         self.level = level
-        self.num_frames = num_frames
-        self.sampling = sampling
-        self.size = size
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -141,16 +156,8 @@ class ClipTextDataset(_DecodingDataset):
         return str(self.pairs[index].path)
 
     def _load(self, index: int, rng: random.Random) -> dict[str, Any]:
-        from videolang.data.video import read_clip
-
         pair = self.pairs[index]
-        frames = read_clip(
-            pair.path, pair.start, pair.end, num_frames=self.num_frames, size=self.size,
-            backend=self.backend, sampling=self.sampling, generator=rng,
-        )
-        caption = pair.caption
-        if self.transform is not None:
-            frames, caption = self.transform(frames, caption, rng)
+        frames, caption = self._read(pair, rng)
         return {
             "frames": frames, "caption": caption, "video_id": pair.video_id, "segment_id": pair.segment_id,
             "level": pair.level, "label": pair.label, "start": pair.start, "end": pair.end,
@@ -179,11 +186,12 @@ class ParagraphDataset(_DecodingDataset):
         random_window: bool = True,
         size: Optional[tuple[int, int]] = None,
         backend: str = "auto",
-        transform: Optional[Callable[[torch.Tensor, str, random.Random], tuple[torch.Tensor, str]]] = None,
+        transform: Optional[Transform] = None,
         video_root: str | Path | None = None,
         seed: int = 0,
     ):
-        super().__init__(seed, backend)
+        super().__init__(seed=seed, backend=backend, num_frames=num_frames, sampling=sampling, size=size,
+                         transform=transform)
         self.videos: list[tuple[str, Path, list[ClipPair]]] = []
         for video in _records(manifest, video_root):
             if split is not None and video.split != split:
@@ -194,11 +202,7 @@ class ParagraphDataset(_DecodingDataset):
         if not self.videos:
             raise VideolangError(f"no video has '{source}' clips" + (f" in split '{split}'" if split else ""))
         self.k = clips_per_video
-        self.num_frames = num_frames
-        self.sampling = sampling
         self.random_window = random_window
-        self.size = size
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -207,20 +211,12 @@ class ParagraphDataset(_DecodingDataset):
         return str(self.videos[index][1])
 
     def _load(self, index: int, rng: random.Random) -> dict[str, Any]:
-        from videolang.data.video import read_clip
-
         video_id, path, pairs = self.videos[index]
         first = rng.randrange(len(pairs) - self.k + 1) if self.random_window and len(pairs) > self.k else 0
         window = pairs[first : first + self.k]
         clips, captions = [], []
         for pair in window:
-            frames = read_clip(
-                path, pair.start, pair.end, num_frames=self.num_frames, size=self.size,
-                backend=self.backend, sampling=self.sampling, generator=rng,
-            )
-            caption = pair.caption
-            if self.transform is not None:
-                frames, caption = self.transform(frames, caption, rng)
+            frames, caption = self._read(pair, rng)
             clips.append(frames)
             captions.append(caption)
         n_pad = self.k - len(window)
