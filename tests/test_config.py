@@ -81,3 +81,14 @@ def test_shipped_configs_load():
     assert files
     for f in files:
         load_config(f)
+
+
+def test_scientific_notation_and_raw_strings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 3e-4\neval:\n  # batch_size: 8\n")  # YAML 1.1 reads 3e-4 as a string
+    cfg = load_config(path, ["train.weight_decay=1e-2", "run.name=1.10", "run.name=0123", "data.manifest=on"])
+    assert cfg.train.lr == 3e-4 and cfg.train.weight_decay == 1e-2
+    assert cfg.run.name == "0123" and cfg.data.manifest == "on"
+    assert load_config(None, ["run.name=1.10"]).run.name == "1.10"
+    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'fast'"):
+        load_config(None, ["train.lr=fast"])

@@ -138,6 +138,24 @@ def test_a_bad_graph_is_caught_before_it_is_written(source, tmp_path, monkeypatc
     assert not (tmp_path / "out" / "video_encoder.torchscript.pt").exists()
 
 
+def test_a_failed_reexport_leaves_no_graph_of_the_old_encoder(exported, source, tmp_path, monkeypatch):
+    import videolang.export as export
+
+    folder = tmp_path / "video"
+    shutil.copytree(exported, folder)
+    assert (folder / "video_encoder.torchscript.pt").exists()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tracer exploded\nwith a long internal message")
+
+    monkeypatch.setattr(export, "_trace", broken)
+    other = VideoEncoder.tiny(embed_dim=16)
+    with pytest.raises(ExportError, match="graph export failed \\(RuntimeError: tracer exploded\\)"):
+        export_video_encoder(other, folder, ["torchscript"], num_frames=2)
+    left = {p.name for p in folder.iterdir()}
+    assert "video_encoder.torchscript.pt" not in left and "video_encoder.onnx" not in left and "export.json" not in left
+
+
 def test_formats_parse_in_a_fixed_order_with_safetensors_always():
     assert parse_formats("onnx, TorchScript") == ("safetensors", "torchscript", "onnx")
     assert parse_formats("safetensors") == ("safetensors",)

@@ -92,6 +92,19 @@ def test_frame_features_from_an_exported_encoder(manifest, encoder_dir, tmp_path
         torch.testing.assert_close(tensors["features"][i], encode(encoder, frames), atol=1e-5, rtol=0)
 
 
+def test_frame_features_without_a_manifest_duration(manifest, encoder_dir, tmp_path):
+    """`duration` is optional: the file's own duration decides how many frames there are."""
+    rec = json.loads(manifest.read_text().splitlines()[0])
+    full = load_manifest(manifest)[0]
+    small = tmp_path / "m.jsonl"
+    small.write_text(json.dumps({"video_id": rec["video_id"], "path": str(full.resolved_path)}) + "\n")
+    out = tmp_path / "feats"
+    assert main(["extract", "--model", str(encoder_dir), "--manifest", str(small), "--out", str(out),
+                 "--fps", "0.5", "--num-frames", "1"]) == 0
+    tensors, _ = read_features(feature_file(out, rec["video_id"]))
+    assert tensors["features"].shape[0] == len(frame_times(full.duration, 0.5)) > 0
+
+
 def test_decode_size_keeps_the_aspect_with_the_short_side_at_the_input_size():
     assert decode_size(720, 1280, 224) == (224, 398)
     assert decode_size(1080, 608, 224) == (398, 224)

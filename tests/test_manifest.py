@@ -174,6 +174,13 @@ def test_empty_caption(tmp_path, text):
 def test_segment_needs_caption_or_label(tmp_path):
     bad = _bad(lambda r: r["segments"][1].pop("caption") and r["segments"][1].pop("label"))
     assert _fields(_problems_on_line2(tmp_path, bad)) == ["segments[1]"]
+    bad = _bad(lambda r: r["segments"][1].update(caption=None, label=None))
+    assert _fields(_problems_on_line2(tmp_path, bad)) == ["segments[1]"]
+
+
+def test_huge_number_is_a_problem_not_a_crash(tmp_path):
+    bad = _bad(lambda r: r.update(duration=10**400))
+    assert _problems_on_line2(tmp_path, bad) == ["duration: must be a finite number"]
 
 
 def test_missing_file_is_warning_unless_checked(tmp_path):

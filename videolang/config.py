@@ -175,6 +175,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -210,19 +215,40 @@ def _merge(obj: Any, values: dict, where: str) -> None:
             raise ConfigError(f"unknown config key '{path}'{_suggest(str(key), names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, path)
+            _merge(current, {} if value is None else value, path)  # a section with every key commented out
         else:
             setattr(obj, key, _coerce(value, hints[key], path))
 
 
+def _field_type(key: str) -> Any:
+    """The annotation of a dotted config key, or None if the key does not exist."""
+    cls: Any = Config
+    tp: Any = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        tp = hints[part]
+        cls = tp
+    return tp
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=c` -> ("a.b", c) with c parsed as YAML (so 3 is an int, true a bool, [1,2] a list)."""
+    """`a.b=c` -> ("a.b", c) with c parsed as YAML (so 3 is an int, true a bool, [1,2] a list).
+
+    For string fields the text is kept as written (`run.name=1.10` stays "1.10", not 1.1), except that
+    `null`/`~` still mean None for optional fields.
+    """
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got '{text}'")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"--set expects key=value, got '{text}'")
+    if _field_type(key) in (str, Optional[str]) and raw.strip() not in ("null", "~", "None"):
+        return key, raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:

@@ -109,13 +109,13 @@ def export_video_encoder(
     out_dir = Path(out_dir)
     _check_target(out_dir)
     encoder.eval()
+    # Remove every graph and export.json of an earlier export first: if this export fails half-way the
+    # folder holds this encoder's weights alone, never next to another encoder's graphs.
+    for file in (TORCHSCRIPT_NAME, ONNX_NAME, ONNX_DATA_NAME, EXPORT_INFO_NAME):
+        (out_dir / file).unlink(missing_ok=True)
     written = {"config": out_dir / CONFIG_NAME, "safetensors": encoder.save_pretrained(out_dir) / WEIGHTS_NAME}
     graphs, errors = _write_graphs(encoder, out_dir, formats, num_frames)
     written.update(graphs)
-    for name, stale in (("torchscript", [TORCHSCRIPT_NAME]), ("onnx", [ONNX_NAME, ONNX_DATA_NAME])):
-        if name not in graphs:
-            for file in stale:
-                (out_dir / file).unlink(missing_ok=True)
     info = _export_info(encoder, num_frames, source, {name: path.name for name, path in written.items()}, errors)
     atomic_write_json(out_dir / EXPORT_INFO_NAME, info)
     written["info"] = out_dir / EXPORT_INFO_NAME
@@ -135,12 +135,18 @@ def _write_graphs(
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
         staged: dict[str, list[Path]] = {}
         example = _random_frames(2, num_frames, encoder.config.image_size, seed=0)
-        if "torchscript" in formats:
-            staged["torchscript"] = [_trace(encoder, example, Path(tmp) / TORCHSCRIPT_NAME)]
-            errors["torchscript"] = _max_error(_torchscript_runner(staged["torchscript"][0]), encoder, num_frames)
-        if "onnx" in formats:
-            staged["onnx"] = _to_onnx(encoder, example, Path(tmp) / ONNX_NAME)
-            errors["onnx"] = _max_error(_onnx_runner(staged["onnx"][0]), encoder, num_frames)
+        try:
+            if "torchscript" in formats:
+                staged["torchscript"] = [_trace(encoder, example, Path(tmp) / TORCHSCRIPT_NAME)]
+                errors["torchscript"] = _max_error(_torchscript_runner(staged["torchscript"][0]), encoder, num_frames)
+            if "onnx" in formats:
+                staged["onnx"] = _to_onnx(encoder, example, Path(tmp) / ONNX_NAME)
+                errors["onnx"] = _max_error(_onnx_runner(staged["onnx"][0]), encoder, num_frames)
+        except ExportError:
+            raise
+        except Exception as e:  # exporter internals: report one line, not a deep traceback
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"{out_dir}: graph export failed ({type(e).__name__}: {first})") from e
         for name, files in staged.items():
             for file in files:
                 os.replace(file, out_dir / file.name)

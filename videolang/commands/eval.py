@@ -76,6 +76,34 @@ def _table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Reject bad values before any model is loaded or video decoded."""
+    import math
+
+    from videolang.errors import VideolangError
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise VideolangError(message)
+
+    need(args.level in ("phase", "step", "task", "clip", "narration"), f"--level: unknown level '{args.level}'")
+    need(args.num_frames >= 1, f"--num-frames must be at least 1, got {args.num_frames}")
+    need(args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}")
+    if hasattr(args, "fps"):
+        need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be a positive number, got {args.fps}")
+        need(args.window >= 1, f"--window must be at least 1, got {args.window}")
+        need(args.smooth >= 1 and args.smooth % 2 == 1, f"--smooth must be an odd number >= 1, got {args.smooth}")
+        need(args.switch_penalty >= 0, f"--switch-penalty must be >= 0, got {args.switch_penalty}")
+        try:
+            args.prompt.format("x")
+        except (KeyError, IndexError, ValueError) as e:
+            raise VideolangError(f"--prompt must contain one '{{}}' for the label, got {args.prompt!r} ({e!r})") from None
+    if hasattr(args, "choices"):
+        need(args.choices >= 2, f"--choices must be at least 2, got {args.choices}")
+    if hasattr(args, "beam"):
+        need(args.beam >= 1, f"--beam must be at least 1, got {args.beam}")
+
+
 def run(args: argparse.Namespace) -> int:
     from videolang.data.manifest import load_manifest
     from videolang.errors import VideolangError
@@ -83,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from videolang.eval.loading import load_eval_model
     from videolang.utils.io import atomic_write_json, atomic_write_text
 
-    if args.level not in ("phase", "step", "task", "clip", "narration"):
-        raise VideolangError(f"--level: unknown level '{args.level}'")
+    _check_args(args)
     all_videos = load_manifest(args.manifest, video_root=args.video_root)
     split = args.split or ("val" if getattr(args, "probe", False) else None)
     videos = [v for v in all_videos if split is None or v.split == split]

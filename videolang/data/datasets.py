@@ -33,9 +33,10 @@ def _records(manifest: str | Path | Sequence[VideoRecord], video_root: str | Pat
     return list(manifest)
 
 
-def _item_rng(seed: int, epoch: int, index: int, attempt: int) -> random.Random:
-    """Per-item randomness that depends only on (seed, epoch, index): identical whatever worker runs it."""
-    return random.Random(hash((seed, epoch, index, attempt)) & 0xFFFFFFFF)
+def _item_rng(seed: int, epoch: int, index: int, attempt: int, stream: int = 0) -> random.Random:
+    """Per-item randomness that depends only on (seed, epoch, index, attempt): identical whatever worker
+    runs it. `stream` separates independent uses (sampling vs choosing a substitute)."""
+    return random.Random(hash((seed, epoch, index, attempt, stream)) & 0xFFFFFFFF)
 
 
 @dataclass
@@ -101,11 +102,12 @@ class _DecodingDataset(Dataset):
         failures: list[tuple[str, str]] = []
         current = index
         for attempt in range(MAX_SUBSTITUTES):
-            rng = _item_rng(self.seed, self.epoch, index, attempt)
             path = self._path_of(current)
-            if path not in self._bad_files:
+            if path in self._bad_files:
+                failures.append((path, "known undecodable"))
+            else:
                 try:
-                    item = self._load(current, rng)
+                    item = self._load(current, _item_rng(self.seed, self.epoch, index, attempt))
                 except VideoDecodeError as e:
                     self._bad_files.add(path)
                     failures.append((path, str(e)))
@@ -113,7 +115,9 @@ class _DecodingDataset(Dataset):
                     item["index"] = current
                     item["failures"] = failures
                     return item
-            current = rng.randrange(len(self))
+            # The substitute comes from its own stream, so it does not depend on how far `_load` got
+            # or on which worker already knew the file was bad.
+            current = _item_rng(self.seed, self.epoch, index, attempt, stream=1).randrange(len(self))
         raise VideolangError(
             f"{MAX_SUBSTITUTES} consecutive undecodable samples starting at item {index} "
             f"(last file: {path}); check the corpus with `videolang manifest validate --check-files`"

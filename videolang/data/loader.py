@@ -49,15 +49,24 @@ class ShardedSampler(Sampler[int]):
         return max(n - self.start, 0)
 
 
+def set_epoch(loader: DataLoader, epoch: int, start: int = 0) -> None:
+    """Start epoch `epoch` (skipping `start` samples of this rank's shard): reshuffles the sampler and
+    reseeds the dataset's per-item randomness (frame offsets, crops, flips, paragraph windows)."""
+    loader.sampler.set_epoch(epoch, start)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
 def build_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, *, shuffle: bool = True,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  drop_last: bool = False, epoch: int = 0, pin_memory: Optional[bool] = None) -> DataLoader:
-    """A DataLoader whose sampler is a `ShardedSampler`; call `loader.sampler.set_epoch(e)` per epoch."""
+    """A DataLoader whose sampler is a `ShardedSampler`; call `set_epoch(loader, e)` before each epoch."""
     sampler = ShardedSampler(len(dataset), rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
                              drop_last=drop_last)
-    sampler.set_epoch(epoch)
-    return DataLoader(
+    loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
         drop_last=drop_last, pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        persistent_workers=False,  # workers re-fork each epoch and see the dataset's new epoch
+        persistent_workers=False,  # workers re-fork each epoch, so they see the epoch set_epoch gave
     )
+    set_epoch(loader, epoch)
+    return loader

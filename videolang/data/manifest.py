@@ -161,10 +161,14 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.problem(fld, f"expected a number, got {type(value).__name__}")
             return None
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
         if not math.isfinite(value):
-            self.problem(fld, f"must be finite, got {value}")
+            self.problem(fld, "must be a finite number")
             return None
-        return float(value)
+        return value
 
     def span(self, obj: dict, where: str, duration: Optional[float]) -> Optional[tuple[float, float]]:
         start = self.number(obj, "start", where, True)
@@ -288,7 +292,7 @@ class _Checker:
                 )
         caption = self.string(obj, "caption", where, False)
         label = self.string(obj, "label", where, False)
-        if "caption" not in obj and "label" not in obj:
+        if obj.get("caption") is None and obj.get("label") is None:
             self.problem(where, "a segment needs a caption or a label")
         script = self.script(obj.get("script"), _join(where, "script"))
         children: list[Segment] = []

@@ -24,9 +24,10 @@ videos are recorded as failed and skipped; a rerun tries them again.
 
 from __future__ import annotations
 
+
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 from urllib.parse import quote
@@ -254,6 +255,8 @@ def _encode_video(
     dim = encoder.config.embed_dim
     try:
         info = probe_video(video.resolved_path)
+        if video.duration is None:  # optional in manifests: the file knows how long it is
+            video = replace(video, duration=info.duration)
         if settings.fps is not None:
             times = frame_times(video.span_end, settings.fps)
             size = decode_size(info.height, info.width, encoder.config.image_size)

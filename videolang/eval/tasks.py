@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from videolang.data.manifest import VideoRecord, clip_pairs, frame_labels
+from videolang.data.manifest import VideoRecord, clip_pairs, frame_labels, frame_times
 from videolang.data.video import VideoDecodeError
 from videolang.errors import VideolangError
 from videolang.eval.features import clip_embeddings, frame_embeddings, text_embeddings
@@ -77,12 +77,16 @@ def run_retrieval(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOpt
     feats = clip_embeddings(model.encode_video, pairs, num_frames=opts.num_frames, size=_size(model),
                             batch_size=opts.batch_size, backend=opts.backend, progress=opts.progress, desc="clips")
     kept = [pairs[i] for i in feats.kept]
-    text = text_embeddings(full.encode_text, [p.caption for p in kept], opts.batch_size)
-    sim = text @ feats.embeddings.T  # [queries = captions, candidates = clips]
+    # Clips often share a caption (procedural corpora repeat steps). Identical captions are one query
+    # whose matches are all their clips, so a perfect model scores 100, not the share of unique captions.
+    captions = list(dict.fromkeys(p.caption for p in kept))
+    caption_of_clip = torch.tensor([captions.index(p.caption) for p in kept]) if kept else torch.zeros(0, dtype=torch.long)
+    text = text_embeddings(full.encode_text, captions, opts.batch_size)
+    sim = text @ feats.embeddings.T  # [queries = distinct captions, candidates = clips]
     results = {
-        "task": "retrieval", "level": opts.level, "pairs": len(kept),
-        "t2v": retrieval_metrics(sim, dual_softmax=opts.dual_softmax),
-        "v2t": retrieval_metrics(sim.T.contiguous(), dual_softmax=opts.dual_softmax),
+        "task": "retrieval", "level": opts.level, "clips": len(kept), "captions": len(captions),
+        "t2v": retrieval_metrics(sim, candidate_to_query=caption_of_clip, dual_softmax=opts.dual_softmax),
+        "v2t": retrieval_metrics(sim.T.contiguous(), query_to_target=caption_of_clip, dual_softmax=opts.dual_softmax),
         **_failures(feats.failed),
     }
     return results
@@ -98,6 +102,9 @@ def _frame_data(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOptio
 
     kept, feats, labels, failed = [], [], [], {}
     for video in tqdm(videos, desc="videos", disable=not opts.progress, leave=False):
+        if not frame_times(video.span_end, opts.fps):
+            failed[str(video.resolved_path)] = f"shorter than one frame at {opts.fps:g} fps"
+            continue
         try:
             f = frame_embeddings(model.encode_video, video, opts.fps, window=opts.window, size=_size(model),
                                  batch_size=opts.batch_size * 4, backend=opts.backend)
