@@ -198,3 +198,58 @@ def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     assert len(transport._cache_groups(cost)) == 4
     grouped = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
     torch.testing.assert_close(grouped, whole, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, m", [(9, 9), (33, 20)])
+def test_numpy_loop_matches_the_torch_loop_and_the_log_route(monkeypatch, dtype, n, m):
+    cost, a, b = random_problem(16, n, m, seed=n + m, dtype=dtype)
+    assert transport._numpy_loop(cost)  # small CPU batches take the NumPy loop by default
+    fast = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
+    log = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b, domain="log")
+    monkeypatch.setattr(transport, "_NUMPY_LOOP_MAX_BYTES", 0)
+    assert not transport._numpy_loop(cost)
+    plain = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
+    atol = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
+    torch.testing.assert_close(fast, log, rtol=0, atol=atol)
+
+
+def test_numpy_loop_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
+    cost, a, b = random_problem(5, 10, 10, seed=14)
+    fast = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
+    monkeypatch.setattr(transport, "_NUMPY_LOOP_MAX_BYTES", 0)
+    plain = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-15)
+    assert (fast.sum(-2) - b).abs().sum(-1).max() < 1e-6
+
+
+def test_numpy_loop_only_for_small_cpu_kernels():
+    assert transport._numpy_loop(torch.empty(64, 33, 33))
+    assert not transport._numpy_loop(torch.empty(64, 129, 129))
+    meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never NumPy
+    assert not transport._numpy_loop(meta)
+
+
+def test_marginals_that_require_grad_are_accepted():
+    cost, a, b = random_problem(3, 6, 6, seed=15)
+    plan = sinkhorn(cost, 0.1, a=a.requires_grad_(), b=b.requires_grad_())
+    torch.testing.assert_close(plan, sinkhorn(cost, 0.1, a=a.detach(), b=b.detach()), rtol=0, atol=0)
+
+
+def test_default_marginals_give_the_plan_of_explicit_uniform_ones():
+    # Default marginals skip validation; the plan must be that of the same marginals passed explicitly.
+    cost, a, b = random_problem(4, 7, 5, seed=16, uniform=True)
+    torch.testing.assert_close(sinkhorn(cost, 0.1), sinkhorn(cost, 0.1, a=a, b=b), rtol=0, atol=1e-15)
+
+
+def test_l2_budget_reads_sysfs_or_falls_back(tmp_path, monkeypatch):
+    for name, level, size in [("index0", "1", "48K"), ("index2", "2", "2048K")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "level").write_text(level + "\n")
+        (tmp_path / name / "size").write_text(size + "\n")
+    real_path = transport.Path
+    monkeypatch.setattr(transport, "Path", lambda p: real_path(tmp_path))
+    assert transport._l2_budget() == 2048 * 1024 * 3 // 4
+    monkeypatch.setattr(transport, "Path", lambda p: real_path(tmp_path / "missing"))
+    assert transport._l2_budget(default=123) == 123

@@ -18,20 +18,40 @@ intermediate value stays inside the dtype's normal range, and runs in the log do
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Callable, Literal, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from videolang.losses.errors import LossError
 
 Domain = Literal["auto", "log"]
+Array = Union[Tensor, np.ndarray]
 
 # Relative mismatch of total masses above which the marginals are taken to be a mistake, not rounding.
 _MASS_RTOL = 1e-3
+
+
+def _l2_budget(default: int = 1 << 20) -> int:
+    """Three quarters of a core's L2 cache as Linux reports it (the best share measured at 33 to 129
+    squared), or `default` where sysfs does not say."""
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level, size = (index / "level").read_text().strip(), (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if level == "2" and size[:-1].isdigit() and size[-1] in "KM":
+            return int(size[:-1]) * (1 << (10 if size[-1] == "K" else 20)) * 3 // 4
+    return default
+
+
 # On CPU, problems are solved in groups whose two [N, M] working arrays fit in about this much L2 cache
 # per thread, so the 2 * n_iters passes over them hit cache instead of memory (~2x at 129 x 129).
-_CPU_CACHE_BYTES_PER_THREAD = 1 << 20
+_CPU_CACHE_BYTES_PER_THREAD = _l2_budget()
+# Kernels up to this size run the kernel-route iterations in NumPy on CPU (see `_numpy_loop`).
+_NUMPY_LOOP_MAX_BYTES = 1 << 19
 
 
 @torch.no_grad()
@@ -67,9 +87,7 @@ def sinkhorn(
         batch, n, m = c.shape
         a_ = _marginal(a, "a", batch, n, c)
         b_ = _marginal(b, "b", batch, m, c)
-        c_min, mass_a, mass_b, bound = _inspect(c, a_, b_, eps)
-        # Rounding leaves the masses a few ulps apart; matching them keeps the scalings from drifting.
-        b_ = b_ * (mass_a / mass_b).unsqueeze(-1)
+        c_min, b_, bound = _inspect(c, a_, b_, eps, given=a is not None or b is not None)
         if domain == "auto" and bound <= _kernel_limit(work):
             plans = [
                 _kernel_iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every)
@@ -105,47 +123,44 @@ def _marginal(x: Optional[Tensor], name: str, batch: int, size: int, like: Tenso
         raise LossError(f"sinkhorn: {name} must have shape [{size}] or [{batch}, {size}], got {shape}")
     if x.dim() == 2 and x.shape[0] != batch:
         raise LossError(f"sinkhorn: {name} has {x.shape[0]} rows but the cost has {batch} problems")
-    return x.to(device=like.device, dtype=like.dtype).expand(batch, size)
+    return x.detach().to(device=like.device, dtype=like.dtype).expand(batch, size)
 
 
-def _inspect(cost: Tensor, a: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, float]:
+def _inspect(cost: Tensor, a: Tensor, b: Tensor, eps: float, given: bool) -> tuple[Tensor, Tensor, float]:
     """Validate values and bound the kernel route's exponent range, with a single host sync.
 
-    Returns the per-problem minimum cost `[B]`, both total masses `[B]` and Lambda, the largest |log|
-    any kernel-domain intermediate can reach (derivation in docs/losses.md).
+    Returns the per-problem minimum cost `[B]`, `b` rescaled to the total mass of `a` and Lambda, the
+    largest |log| any kernel-domain intermediate can reach (derivation in docs/losses.md). Marginals are
+    checked only when `given`: the default uniform ones are valid, with ratio 1 and mass 1, so their
+    terms of Lambda vanish (and skipping them saves ~20 small ops, a third of a 9 x 9 batch's time).
     """
     flat = cost.flatten(1)
-    c_min, c_max = flat.amin(1), flat.amax(1)  # two passes beat torch.aminmax over a dim on CPU
-    mass_a, mass_b = a.sum(-1), b.sum(-1)
-    spread = (c_max - c_min) / eps
-    n, m = a.shape[-1], b.shape[-1]
-    bound = (
-        2 * spread
-        + math.log(n * m)
-        + _log_ratio(a)
-        + _log_ratio(b)
-        + mass_a.log().abs()
-    )
-    finite = torch.isfinite(c_min).all() & torch.isfinite(c_max).all()
-    stats = torch.stack(
-        [
-            finite.to(cost.dtype),
+    c_min = flat.amin(1)  # two passes beat torch.aminmax over a dim on CPU
+    c_range = flat.amax(1) - c_min  # NaN or infinite exactly when the cost has such an entry
+    bound = c_range * (2 / eps) + math.log(a.shape[-1] * b.shape[-1])
+    checks = [c_range.amax()]
+    if given:
+        mass_a, mass_b = a.sum(-1), b.sum(-1)
+        bound = bound + _log_ratio(a) + _log_ratio(b) + mass_a.log().abs()
+        checks += [
             torch.minimum(a.amin(), b.amin()),
             torch.minimum(mass_a.amin(), mass_b.amin()),
             ((mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)).amax(),
-            bound.amax(),
         ]
-    ).tolist()
-    is_finite, min_entry, min_mass, mismatch, max_bound = stats
-    if not is_finite:
+        # Rounding leaves the masses a few ulps apart; matching them keeps the scalings from drifting.
+        b = b * (mass_a / mass_b).unsqueeze(-1)
+    max_range, *marginal_stats, max_bound = torch.stack(checks + [bound.amax()]).tolist()
+    if not math.isfinite(max_range):
         raise LossError("sinkhorn: cost contains NaN or infinite values")
-    if not min_entry >= 0:
-        raise LossError("sinkhorn: marginals a and b must be non-negative")
-    if not min_mass > 0:
-        raise LossError("sinkhorn: every problem needs marginals with positive total mass")
-    if not mismatch <= _MASS_RTOL:
-        raise LossError(f"sinkhorn: a and b must have equal total mass (relative mismatch {mismatch:.2e})")
-    return c_min, mass_a, mass_b, max_bound
+    if marginal_stats:
+        min_entry, min_mass, mismatch = marginal_stats
+        if not min_entry >= 0:
+            raise LossError("sinkhorn: marginals a and b must be non-negative")
+        if not min_mass > 0:
+            raise LossError("sinkhorn: every problem needs marginals with positive total mass")
+        if not mismatch <= _MASS_RTOL:
+            raise LossError(f"sinkhorn: a and b must have equal total mass (relative mismatch {mismatch:.2e})")
+    return c_min, b, max_bound
 
 
 def _log_ratio(x: Tensor) -> Tensor:
@@ -180,21 +195,55 @@ def _kernel_iterations(
     check_every: int,
 ) -> Tensor:
     # Shifting by the per-problem minimum puts K in [exp(-R), 1] without changing the plan.
-    kernel = (c_min[:, None, None] - cost).div_(eps).exp_()
+    kernel = (c_min.view(-1, 1, 1) - cost).div_(eps).exp_()
     # Scalings are row vectors: (u^T K) streams K row by row, about twice as fast on CPU as K @ u with a
     # column u; a contiguous K^T copy gives the other product the same layout.
     kernel_t = kernel.transpose(1, 2).contiguous()
     a_, b_ = a.unsqueeze(1), b.unsqueeze(1)  # [B, 1, N], [B, 1, M]
     u, v = torch.ones_like(a_), torch.ones_like(b_)
     ktu, kv = torch.empty_like(b_), torch.empty_like(a_)
-    for it in range(n_iters):
-        torch.bmm(u, kernel, out=ktu)  # (K^T u)^T
-        if tol is not None and it > 0 and it % check_every == 0 and _l1_error(v * ktu, b_) < tol:
-            break
-        torch.div(b_, ktu, out=v)
-        torch.bmm(v, kernel_t, out=kv)  # (K v)^T
-        torch.div(a_, kv, out=u)
+    arrays = (kernel, kernel_t, a_, b_, u, v, ktu, kv)
+    if _numpy_loop(kernel):
+        # NumPy views share the tensors' memory, so the iterations below update u and v in place.
+        _scale(np.matmul, np.divide, *(x.numpy() for x in arrays), n_iters, tol, check_every)
+    else:
+        _scale(torch.bmm, torch.div, *arrays, n_iters, tol, check_every)
     return kernel.mul_(u.transpose(1, 2)).mul_(v)
+
+
+def _numpy_loop(kernel: Tensor) -> bool:
+    """Whether to run the kernel-route iterations in NumPy: small CPU batches only.
+
+    There each product takes a few microseconds, so per-call overhead (~1 us for NumPy, ~5 us for torch)
+    dominates; beyond half a MiB of kernel, arithmetic dominates and torch's threaded `bmm` is as fast or
+    faster (measured in docs/bench_ot.md).
+    """
+    return kernel.device.type == "cpu" and kernel.numel() * kernel.element_size() <= _NUMPY_LOOP_MAX_BYTES
+
+
+def _scale(
+    matmul: Callable[..., object],
+    divide: Callable[..., object],
+    kernel: Array,
+    kernel_t: Array,
+    a: Array,
+    b: Array,
+    u: Array,
+    v: Array,
+    ktu: Array,
+    kv: Array,
+    n_iters: int,
+    tol: Optional[float],
+    check_every: int,
+) -> None:
+    """The kernel-route iterations, on torch tensors or on NumPy arrays; updates `u` and `v` in place."""
+    for it in range(n_iters):
+        matmul(u, kernel, out=ktu)  # (K^T u)^T
+        if tol is not None and it > 0 and it % check_every == 0 and _l1_error(v * ktu, b) < tol:
+            break
+        divide(b, ktu, out=v)
+        matmul(v, kernel_t, out=kv)  # (K v)^T
+        divide(a, kv, out=u)
 
 
 def _log_iterations(
@@ -219,5 +268,6 @@ def _logsumexp_(x: Tensor, dim: int) -> Tensor:
     return x.sub_(peak).exp_().sum(dim).log_().add_(peak.squeeze(dim))
 
 
-def _l1_error(marginal: Tensor, target: Tensor) -> float:
-    return (marginal - target).abs().flatten(1).sum(-1).amax().item()
+def _l1_error(marginal: Array, target: Array) -> float:
+    """Largest L1 error over the batch, for tensors or arrays `[B, 1, M]` (kernel route) or `[B, M]`."""
+    return float(abs(marginal - target).reshape(len(target), -1).sum(-1).max())
