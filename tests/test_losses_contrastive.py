@@ -201,3 +201,15 @@ def test_bad_input_raises_one_line_error(call, message):
     video, text = features(4)
     with pytest.raises(LossError, match=message):
         call(video, text)
+
+
+def test_all_masked_batch_gives_zero_for_rectified_loss_too():
+    from videolang.losses import rectified_info_nce
+
+    video = F.normalize(torch.randn(4, 8), dim=-1).requires_grad_(True)
+    text = F.normalize(torch.randn(4, 8), dim=-1)
+    none = torch.zeros(4, dtype=torch.bool)
+    plain = info_nce(video, text, 10.0, mask=none)
+    rect = rectified_info_nce(video, text, 10.0, beta=0.3, mask=none)
+    rect.backward()
+    assert plain.item() == 0.0 and rect.item() == 0.0 and torch.count_nonzero(video.grad) == 0

@@ -241,8 +241,17 @@ def test_paragraph_logit_scale_is_a_trained_clamped_parameter():
         assert module.logit_scale().item() == pytest.approx(1.0)  # tau = 1
 
 
-def test_paragraph_loss_rejects_a_video_without_clips():
-    video = unit(2, 3, 4, seed=30)
-    mask = torch.tensor([[True, True, True], [False, False, False]])
-    with pytest.raises(LossError, match="video 1 has no valid clip"):
-        paragraph_loss(video, video, 1.0, video_mask=mask, fine_weight=0.0)
+def test_a_fully_padded_video_is_dropped_like_padding():
+    """Padding a rank's batch with a whole empty video changes nothing; an all-padding batch gives 0."""
+    video = unit(3, 3, 4, seed=30)
+    text = F.normalize(video + 0.3 * unit(3, 3, 4, seed=31), dim=-1)
+    real = paragraph_loss(video[:2], text[:2], 10.0, fine_weight=0.0)
+    mask = torch.tensor([[True, True, True], [True, True, False], [False, False, False]])
+    padded = paragraph_loss(video, text, 10.0, video_mask=mask, text_mask=mask, fine_weight=0.0)
+    expected = paragraph_loss(video[:2], text[:2], 10.0, video_mask=mask[:2], text_mask=mask[:2], fine_weight=0.0)
+    torch.testing.assert_close(padded, expected)
+    assert not torch.equal(real, padded)  # the partial mask of video 1 still matters
+    v = video.clone().requires_grad_(True)
+    zero = paragraph_loss(v, text, 10.0, video_mask=torch.zeros(3, 3, dtype=torch.bool), fine_weight=0.0)
+    zero.backward()
+    assert zero.item() == 0.0 and torch.count_nonzero(v.grad) == 0

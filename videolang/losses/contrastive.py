@@ -82,7 +82,10 @@ def rectified_targets(
     """
     logits = logit_scale * pair.video @ pair.text.T
     n = logits.shape[0]
+    eye = F.one_hot(torch.arange(rows, device=logits.device) + pair.offset, n).to(logits.dtype)
     marginal = None
+    if pair.mask is not None and not bool(pair.mask.any()):
+        return eye, eye  # an all-padding batch: every row is masked out of the loss, targets are moot
     if pair.mask is not None:
         weights = pair.mask.to(logits.dtype)
         marginal = weights / weights.sum().clamp_min(1.0)
@@ -91,7 +94,7 @@ def rectified_targets(
     local = slice(pair.offset, pair.offset + rows)
     q_v2t = plan[local] / plan[local].sum(1, keepdim=True).clamp_min(tiny)
     q_t2v = (plan[:, local] / plan[:, local].sum(0, keepdim=True).clamp_min(tiny)).T
-    eye = F.one_hot(torch.arange(rows, device=plan.device) + pair.offset, n).to(plan.dtype)
+    eye = eye.to(plan.dtype)
     return beta * q_v2t + (1 - beta) * eye, beta * q_t2v + (1 - beta) * eye
 
 

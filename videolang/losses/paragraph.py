@@ -153,9 +153,21 @@ def paragraph_loss(
         check_tensor(where, "words", words, 4)
         if frames.shape[:2] != (n_videos, k) or words.shape[:2] != (n_videos, k):
             raise LossError(f"{where}: frames and words must start with [V, K] = [{n_videos}, {k}]")
-    empty = (video_mask.sum(1) == 0) | (text_mask.sum(1) == 0)
-    if bool(empty.any()):
-        raise LossError(f"{where}: video {int(empty.nonzero()[0])} has no valid clip or no valid caption")
+    # A video with no valid clip or caption is padding (e.g. the last batch of a rank): drop it, so the
+    # loss is the mean over real videos; with none left the loss is a graph-connected zero.
+    real = (video_mask.sum(1) > 0) & (text_mask.sum(1) > 0)
+    if not bool(real.all()):
+        if not bool(real.any()):
+            connected = video.sum() + text.sum()
+            for extra in (frames, words):
+                if extra is not None:
+                    connected = connected + extra.sum()
+            return connected * 0.0
+        video, text, video_mask, text_mask = video[real], text[real], video_mask[real], text_mask[real]
+        frames = frames[real] if frames is not None else None
+        words = words[real] if words is not None else None
+        frame_mask = frame_mask[real] if frame_mask is not None else None
+        word_mask = word_mask[real] if word_mask is not None else None
 
     sim = fused_similarity(
         video, text, video_mask, text_mask, frames=frames, frame_mask=frame_mask,
