@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from videolang.losses import (
-    LossError,
     ParagraphLoss,
     alignment_plan,
     paragraph_loss,
