@@ -29,9 +29,12 @@ class TextCollator:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_len,
-                             return_tensors="pt", return_overflowing_tokens=False, return_length=False)
-        full = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        n_trunc = sum(len(ids) > self.max_len for ids in full)
+                             return_tensors="pt")
+        if enc.encodings is not None:  # fast tokenizers record what truncation cut off: one pass
+            n_trunc = sum(bool(e.overflowing) for e in enc.encodings)
+        else:  # slow tokenizers: a second pass without truncation
+            full = self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+            n_trunc = sum(len(ids) > self.max_len for ids in full)
         if n_trunc and not self.truncated:
             log.warning("captions longer than %d tokens are truncated; raise data.max_text_len to keep them", self.max_len)
         self.truncated += n_trunc
