@@ -139,3 +139,19 @@ def test_bad_paragraph_mask_shape():
     with pytest.raises(LossError, match=r"paragraph_mask must be \[V, K\] with V \* K = 12"):
         bad_mask = torch.ones(5, 2, dtype=torch.bool)
         build_loss(LossConfig())(out["video"], out["text"], 1.0, paragraph_mask=bad_mask)
+
+
+def test_model_outputs_feed_the_loss_directly():
+    """The model's output names are the loss's keyword names: `loss(**model(...))` composes."""
+    from videolang.config import ModelConfig
+    from videolang.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(video_encoder="tiny", text_encoder="tiny", embed_dim=16, caption_head=True))
+    ids, mask = model.text_encoder.tokenize(["a red square moves left", "a blue circle grows"])
+    frames = torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8)
+    out = model(frames, ids, mask, caption_ids=ids, caption_mask=mask)
+    loss = build_loss(LossConfig(caption_weight=1.0, fine_weight=0.0))(**out)
+    loss["loss"].backward()
+    assert torch.isfinite(loss["loss"]) and set(loss) >= {"clip", "caption"}
+    assert model.logit_scale.grad is not None

@@ -47,7 +47,7 @@ def test_output_shapes():
     assert out["text_words"].shape == (batch, length, 32)
     assert out["word_mask"].dtype == torch.bool and out["word_mask"].shape == (batch, length)
     assert out["caption_logits"].shape == (batch, length - 1, len(model.tokenizer))
-    assert out["caption_targets"].shape == (batch, length - 1)
+    assert out["caption_labels"].shape == (batch, length - 1)
     for key in ("video", "text", "video_frames", "text_words"):
         assert torch.allclose(out[key].norm(dim=-1), torch.ones(()), atol=1e-5), key
     video = model.video_encoder(clips(), return_patches=True)
@@ -57,10 +57,10 @@ def test_output_shapes():
     assert model.video_encoder(clips()).patches is None
 
 
-def test_caption_targets_ignore_padding():
+def test_caption_labels_ignore_padding():
     model = tiny_model(caption_head=True).eval()
     ids, mask = model.text_encoder.tokenize(CAPTIONS)
-    targets = model(clips(), ids, mask, caption_ids=ids, caption_mask=mask)["caption_targets"]
+    targets = model(clips(), ids, mask, caption_ids=ids, caption_mask=mask)["caption_labels"]
     assert torch.equal(targets == -100, mask[:, 1:] == 0)
     assert torch.equal(targets[mask[:, 1:] == 1], ids[:, 1:][mask[:, 1:] == 1])
 
@@ -99,7 +99,7 @@ def contrastive_and_caption_loss(out: dict[str, torch.Tensor]) -> torch.Tensor:
     fine = torch.einsum("btd,bld->btl", out["video_frames"], out["text_words"])
     loss = loss - (fine * out["word_mask"][:, None]).sum() * 0.01
     if "caption_logits" in out:
-        loss = loss + F.cross_entropy(out["caption_logits"].flatten(0, 1), out["caption_targets"].flatten())
+        loss = loss + F.cross_entropy(out["caption_logits"].flatten(0, 1), out["caption_labels"].flatten())
     return loss
 
 

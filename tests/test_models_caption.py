@@ -162,7 +162,7 @@ def test_caption_head_overfits_four_clips():
 
     for step in range(1, 401):
         out = model(frames, ids, mask, caption_ids=ids, caption_mask=mask)
-        loss = F.cross_entropy(out["caption_logits"].flatten(0, 1), out["caption_targets"].flatten())
+        loss = F.cross_entropy(out["caption_logits"].flatten(0, 1), out["caption_labels"].flatten())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

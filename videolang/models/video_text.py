@@ -71,7 +71,7 @@ class VideoTextModel(nn.Module):
         Returns `video` [B, D], `text` [B, D], `video_frames` [B, T, D], `text_words` [B, L, D] (all
         L2-normalised), `word_mask` [B, L] (bool) and `logit_scale` (exp of the parameter, clamped).
         With `caption_ids` [B, Lc] (start token ... end token, padded; `caption_mask` marks real
-        tokens), also `caption_logits` [B, Lc-1, V] and `caption_targets` [B, Lc-1], padding set to -100.
+        tokens), also `caption_logits` [B, Lc-1, V] and `caption_labels` [B, Lc-1], padding set to -100.
         """
         if input_ids.shape[0] != frames.shape[0]:
             raise ModelError(f"input_ids: batch of {input_ids.shape[0]} captions for {frames.shape[0]} clips")
@@ -96,7 +96,7 @@ class VideoTextModel(nn.Module):
             mask = torch.ones_like(caption_ids, dtype=torch.bool) if caption_mask is None else caption_mask.bool()
             memory = torch.cat([video.frames, video.patches], dim=1)
             out["caption_logits"] = self.caption_head(memory, caption_ids[:, :-1])
-            out["caption_targets"] = caption_ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)
+            out["caption_labels"] = caption_ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)
         return out
 
     def _project_video(self, x: Tensor) -> Tensor:
