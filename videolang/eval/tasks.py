@@ -79,8 +79,9 @@ def run_retrieval(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOpt
     kept = [pairs[i] for i in feats.kept]
     # Clips often share a caption (procedural corpora repeat steps). Identical captions are one query
     # whose matches are all their clips, so a perfect model scores 100, not the share of unique captions.
-    captions = list(dict.fromkeys(p.caption for p in kept))
-    caption_of_clip = torch.tensor([captions.index(p.caption) for p in kept]) if kept else torch.zeros(0, dtype=torch.long)
+    caption_index = {c: i for i, c in enumerate(dict.fromkeys(p.caption for p in kept))}
+    captions = list(caption_index)
+    caption_of_clip = torch.tensor([caption_index[p.caption] for p in kept], dtype=torch.long)
     text = text_embeddings(full.encode_text, captions, opts.batch_size)
     sim = text @ feats.embeddings.T  # [queries = distinct captions, candidates = clips]
     results = {
@@ -125,13 +126,14 @@ def _class_names(videos: Sequence[VideoRecord], level: str) -> list[str]:
 
 
 def _frame_scores(model: EvalModel, all_videos: Sequence[VideoRecord], eval_videos: Sequence[VideoRecord],
-                  classes: list[str], opts: EvalOptions, out: Path):
+                  classes: list[str], opts: EvalOptions):
     """Per-video score matrices [N, K] for `eval_videos` (zero-shot or probe) + a background threshold."""
     kept, feats, labels, failed = _frame_data(model, eval_videos, opts)
     if not kept:
         raise VideolangError("no video of the evaluation set could be decoded")
     if opts.probe:
-        train = [v for v in all_videos if v.split == "train" and v not in eval_videos]
+        evaluated = {v.video_id for v in eval_videos}
+        train = [v for v in all_videos if v.split == "train" and v.video_id not in evaluated]
         if not train:
             raise VideolangError("--probe needs videos with split 'train' besides the evaluated ones")
         _, tr_feats, tr_labels, tr_failed = _frame_data(model, train, opts)
@@ -157,7 +159,8 @@ def run_recognition(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalO
     from videolang.eval.plots import confusion
 
     classes = _class_names(all_videos, opts.level)
-    kept, scores, labels, failed, _ = _frame_scores(model, all_videos, videos, classes, opts, out)
+    kept, scores, labels, failed, _ = _frame_scores(model, all_videos, videos, classes, opts)
+    class_index = {c: i for i, c in enumerate(classes)}
     preds, gts, per_video = [], [], []
     for video, s, gt in zip(kept, scores, labels):
         pred = decode(s, smooth_window=opts.smooth, switch_penalty=opts.switch_penalty).tolist()
@@ -165,7 +168,7 @@ def run_recognition(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalO
         keep = [i for i, g in enumerate(gt) if g != BACKGROUND_NAME]
         if not keep:
             continue
-        p, g = [pred[i] for i in keep], [classes.index(gt[i]) for i in keep]
+        p, g = [pred[i] for i in keep], [class_index[gt[i]] for i in keep]
         m = recognition_metrics([p], [g], num_classes=len(classes))
         per_video.append({"video_id": video.video_id, "accuracy": m["acc"], "macro_f1": m["F1"], "frames": len(g)})
         preds.append(p)
@@ -188,7 +191,7 @@ def run_segmentation(model: EvalModel, videos: Sequence[VideoRecord], opts: Eval
     from videolang.eval.plots import timeline
 
     classes = _class_names(all_videos, opts.level)
-    kept, scores, labels, failed, threshold = _frame_scores(model, all_videos, videos, classes, opts, out)
+    kept, scores, labels, failed, threshold = _frame_scores(model, all_videos, videos, classes, opts)
     preds = []
     for s in scores:
         idx = decode(s, smooth_window=opts.smooth, switch_penalty=opts.switch_penalty, background_below=threshold)

@@ -37,6 +37,15 @@ def check_mask(where: str, name: str, mask: Optional[Tensor], shape: Sequence[in
     return mask
 
 
+def check_pair(where: str, video: Tensor, text: Tensor, mask: Optional[Tensor]) -> int:
+    """Paired embeddings `[B, D]` of equal shape with an optional `[B]` mask; returns B."""
+    check_tensor(where, "video", video, 2)
+    check_tensor(where, "text", text, 2)
+    check_same_shape(where, ("video", "text"), video, text)
+    check_mask(where, "mask", mask, video.shape[:1])
+    return video.shape[0]
+
+
 def check_index(where: str, name: str, x: object, shape: Sequence[int]) -> Tensor:
     """An integer tensor (ids, levels, labels) of exactly `shape`."""
     if (

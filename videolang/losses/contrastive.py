@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from videolang.losses.checks import as_scale, check_mask, check_same_shape, check_tensor
+from videolang.losses.checks import as_scale, check_pair
 from videolang.losses.distributed import GatheredPair, gather_pair
 from videolang.losses.errors import LossError
 from videolang.losses.transport import sinkhorn
@@ -35,7 +35,7 @@ def info_nce(
     (N = world size * B); mass on masked candidates is ignored.
     """
     where = "info_nce"
-    batch = _check_pair(where, video, text, mask)
+    batch = check_pair(where, video, text, mask)
     scale = as_scale(where, logit_scale, video)
     pair = gather_pair(video, text, mask)
     if targets is not None:
@@ -64,7 +64,7 @@ def rectified_info_nce(
     where = "rectified_info_nce"
     if not 0.0 <= beta <= 1.0:
         raise LossError(f"{where}: beta must be in [0, 1], got {beta}")
-    batch = _check_pair(where, video, text, mask)
+    batch = check_pair(where, video, text, mask)
     scale = as_scale(where, logit_scale, video)
     pair = gather_pair(video, text, mask)
     targets = rectified_targets(pair, scale, batch, beta=beta, eps=eps, n_iters=n_iters)
@@ -140,11 +140,3 @@ def row_cross_entropy(
     if row_mask is None:
         return nll.mean()
     return torch.where(row_mask, nll, 0.0).sum() / row_mask.sum().clamp_min(1)
-
-
-def _check_pair(where: str, video: Tensor, text: Tensor, mask: Optional[Tensor]) -> int:
-    check_tensor(where, "video", video, 2)
-    check_tensor(where, "text", text, 2)
-    check_same_shape(where, ("video", "text"), video, text)
-    check_mask(where, "mask", mask, video.shape[:1])
-    return video.shape[0]

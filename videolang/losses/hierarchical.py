@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from videolang.config import LEVELS
-from videolang.losses.checks import as_scale, check_index, check_mask, check_same_shape, check_tensor
+from videolang.losses.checks import as_scale, check_index, check_pair
 from videolang.losses.contrastive import info_nce, pair_loss
 from videolang.losses.distributed import gather_no_grad, gather_pair
 from videolang.losses.errors import LossError
@@ -38,12 +38,8 @@ def level_info_nce(
     other ranks, whose gradients reach this rank's features through the gather.
     """
     where = "level_info_nce"
-    check_tensor(where, "video", video, 2)
-    check_tensor(where, "text", text, 2)
-    check_same_shape(where, ("video", "text"), video, text)
-    batch = video.shape[0]
+    batch = check_pair(where, video, text, mask)
     check_index(where, "levels", levels, (batch,))
-    check_mask(where, "mask", mask, (batch,))
     unknown = sorted(set(weights) - set(LEVELS))
     if unknown:
         raise LossError(f"{where}: unknown level '{unknown[0]}' in weights (valid: {', '.join(LEVELS)})")
@@ -77,12 +73,8 @@ def cross_level_info_nce(
     parents without children in the batch are left out. Vectorised with `index_add_`, no loop.
     """
     where = "cross_level_info_nce"
-    check_tensor(where, "video", video, 2)
-    check_tensor(where, "text", text, 2)
-    check_same_shape(where, ("video", "text"), video, text)
-    batch = video.shape[0]
+    batch = check_pair(where, video, text, mask)
     check_index(where, "parent", parent, (batch,))
-    check_mask(where, "mask", mask, (batch,))
     if batch:
         low, high = (int(v) for v in torch.aminmax(parent))
         if low < -1 or high >= batch:
