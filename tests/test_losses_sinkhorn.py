@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import queue
 import warnings
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from videolang.losses import LossError, sinkhorn
-from videolang.losses import transport
+from videolang.losses import fused_sinkhorn, transport
 
 
 def random_problem(batch, n, m, *, seed, dtype=torch.float64, scale=1.0, uniform=False):
@@ -191,6 +193,7 @@ def test_bad_input_raises_one_line_error(kwargs, message):
 @pytest.mark.parametrize("domain", ["auto", "log"])
 def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     cost, a, b = random_problem(7, 9, 8, seed=13)
+    monkeypatch.setattr(transport, "_FUSED_MAX_BYTES", 0)  # groups belong to the torch loops
     whole = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
     # A budget of two problems per group splits the batch into 4 groups (the last one short).
     two_problems = 2 * (2 * 9 * 8 * cost.element_size())
@@ -201,34 +204,91 @@ def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n, m", [(9, 9), (33, 20)])
-def test_numpy_loop_matches_the_torch_loop_and_the_log_route(monkeypatch, dtype, n, m):
-    cost, a, b = random_problem(16, n, m, seed=n + m, dtype=dtype)
-    assert transport._numpy_loop(cost)  # small CPU batches take the NumPy loop by default
+@pytest.mark.parametrize("batch, n, m", [(16, 9, 9), (37, 33, 20), (3, 5, 7)])
+def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtype, batch, n, m):
+    # 37 problems fill one block of LANES and part of a second; 3 problems pad a block of 8 lanes.
+    cost, a, b = random_problem(batch, n, m, seed=n + m, dtype=dtype)
+    assert transport._fused(cost)  # small CPU problems take the fused solver by default
     fast = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
     log = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b, domain="log")
-    monkeypatch.setattr(transport, "_NUMPY_LOOP_MAX_BYTES", 0)
-    assert not transport._numpy_loop(cost)
+    monkeypatch.setattr(transport, "_FUSED_MAX_BYTES", 0)
+    assert not transport._fused(cost)
     plain = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
     atol = 1e-6 if dtype == torch.float32 else 1e-14
     torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
     torch.testing.assert_close(fast, log, rtol=0, atol=atol)
 
 
-def test_numpy_loop_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
+def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
+    # One block and one cache group: both stop at the same check, so the plans agree to rounding.
     cost, a, b = random_problem(5, 10, 10, seed=14)
     fast = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
-    monkeypatch.setattr(transport, "_NUMPY_LOOP_MAX_BYTES", 0)
+    monkeypatch.setattr(transport, "_FUSED_MAX_BYTES", 0)
     plain = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-15)
     assert (fast.sum(-2) - b).abs().sum(-1).max() < 1e-6
 
 
-def test_numpy_loop_only_for_small_cpu_kernels():
-    assert transport._numpy_loop(torch.empty(64, 33, 33))
-    assert not transport._numpy_loop(torch.empty(64, 129, 129))
-    meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never NumPy
-    assert not transport._numpy_loop(meta)
+def test_fused_solver_only_for_small_cpu_problems(monkeypatch):
+    assert transport._fused(torch.empty(64, 33, 33, dtype=torch.float64))
+    assert transport._fused(torch.empty(64, 64, 64, dtype=torch.float32))
+    assert not transport._fused(torch.empty(64, 64, 64, dtype=torch.float64))
+    assert not transport._fused(torch.empty(64, 129, 129))
+    meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never the CPU solver
+    assert not transport._fused(meta)
+    cost, a, b = random_problem(4, 9, 9, seed=17)
+    fused = sinkhorn(cost, 0.05, n_iters=40, a=a, b=b)
+    monkeypatch.setattr(fused_sinkhorn, "numba", None)  # without Numba the torch loop takes over
+    assert not transport._fused(cost)
+    torch.testing.assert_close(sinkhorn(cost, 0.05, n_iters=40, a=a, b=b), fused, rtol=0, atol=1e-14)
+
+
+def test_fused_solver_threads_split_blocks_without_changing_plans(monkeypatch):
+    cost, a, b = random_problem(3 * fused_sinkhorn.LANES + 5, 9, 9, seed=18)
+    monkeypatch.setattr(fused_sinkhorn, "_MIN_PARALLEL_WORK", 0)  # parallel even for tiny problems
+    args = (cost.numpy(), cost.numpy().min((1, 2)), 0.05, a.numpy(), b.numpy(), 30, None, 10)
+    one, three = fused_sinkhorn.solve(*args, threads=1), fused_sinkhorn.solve(*args, threads=3)
+    np.testing.assert_array_equal(one, three)  # blocks are independent: bit-identical
+    np.testing.assert_allclose(three, sinkhorn(cost, 0.05, n_iters=30, a=a, b=b, domain="log"), rtol=0, atol=1e-14)
+
+
+def _solve_in_child(queue):
+    cost, c_min = np.zeros((2 * fused_sinkhorn.LANES, 4, 4)), np.zeros(2 * fused_sinkhorn.LANES)
+    marginal = np.full((2 * fused_sinkhorn.LANES, 4), 0.25)
+    queue.put(float(fused_sinkhorn.solve(cost, c_min, 1.0, marginal, marginal, 5, None, 10, threads=2).sum()))
+
+
+def test_fused_solver_threads_work_in_a_forked_child(monkeypatch):
+    # The parent's pool threads do not survive fork; a child must make its own pool, not wait forever.
+    monkeypatch.setattr(fused_sinkhorn, "_MIN_PARALLEL_WORK", 0)
+    _solve_in_child(queue.Queue())  # the parent now holds a pool
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_solve_in_child, args=(results,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's thread pool")
+    assert results.get(timeout=5) == pytest.approx(2 * fused_sinkhorn.LANES)
+
+
+def test_inspection_agrees_between_numpy_and_torch():
+    # CPU inputs are inspected in NumPy, accelerator inputs in torch: the same numbers and the same errors.
+    cost, a, b = random_problem(4, 6, 5, seed=19)
+    a[0, 2] = 0.0
+    a = a / a.sum(-1, keepdim=True)
+    for given in (False, True):
+        t_min, t_b, t_bound = transport._inspect(cost, a, b, 0.1, given)
+        n_min, n_b, n_bound = transport._inspect(cost.numpy(), a.numpy(), b.numpy(), 0.1, given)
+        np.testing.assert_allclose(t_min.numpy(), n_min, rtol=0, atol=0)
+        np.testing.assert_allclose(t_b.numpy(), n_b, rtol=1e-15, atol=0)
+        assert t_bound == pytest.approx(n_bound, rel=1e-12)
+    bad = b.clone()
+    bad[1] *= 2
+    for kind in (lambda x: x, lambda x: x.numpy()):
+        with pytest.raises(LossError, match="equal total mass"):
+            transport._inspect(kind(cost), kind(a), kind(bad), 0.1, True)
 
 
 def test_marginals_that_require_grad_are_accepted():

@@ -12,19 +12,21 @@ Two update rules give those iterates:
 - kernel domain: scalings u, v updated by batched matrix-vector products with K = exp(-C / eps); one read
   of K per half step instead of about four passes, but exp can under- or overflow.
 `domain="auto"` takes the kernel route only when the bound in docs/losses.md proves that every
-intermediate value stays inside the dtype's normal range, and runs in the log domain otherwise.
+intermediate value stays inside the dtype's normal range, and runs in the log domain otherwise. On CPU,
+kernel-route batches of small problems run fused in one compiled call (`fused_sinkhorn`).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from videolang.losses import fused_sinkhorn
 from videolang.losses.errors import LossError
 
 Domain = Literal["auto", "log"]
@@ -50,8 +52,9 @@ def _l2_budget(default: int = 1 << 20) -> int:
 # On CPU, problems are solved in groups whose two [N, M] working arrays fit in about this much L2 cache
 # per thread, so the 2 * n_iters passes over them hit cache instead of memory (~2x at 129 x 129).
 _CPU_CACHE_BYTES_PER_THREAD = _l2_budget()
-# Kernels up to this size run the kernel-route iterations in NumPy on CPU (see `_numpy_loop`).
-_NUMPY_LOOP_MAX_BYTES = 1 << 19
+# CPU problems of up to this many bytes (N * M * itemsize) take the fused solver; above, torch's grouped loop
+# is as fast or faster (crossover measured at 57-65 squared in fp32, 41-49 squared in fp64: docs/bench_ot.md).
+_FUSED_MAX_BYTES = 16 << 10
 
 
 @torch.no_grad()
@@ -71,24 +74,42 @@ def sinkhorn(
     `a` ([N] or [B, N]) and `b` ([M] or [B, M]) are non-negative marginals with equal total mass,
     uniform summing to 1 when omitted. Runs `n_iters` iterations, or stops early once the L1 error of the
     column marginal (the row marginal is exact after each iteration) is below `tol` in every problem of
-    a group (the whole batch, or a cache-sized group on CPU), checked every `check_every` iterations.
+    a group (the whole batch; on CPU a cache-sized group, or a block of 32 problems on the fused path),
+    checked every `check_every` iterations.
     No gradient flows through the plan: the losses use it as a target. Half-precision costs are solved
     in fp32; the plan has the cost's dtype.
     """
     if not isinstance(cost, Tensor) or cost.dim() not in (2, 3):
         shape = list(cost.shape) if isinstance(cost, Tensor) else type(cost).__name__
         raise LossError(f"sinkhorn: cost must be a tensor [B, N, M] or [N, M], got {shape}")
+    if cost.shape[-2] == 0 or cost.shape[-1] == 0:
+        raise LossError(f"sinkhorn: cost must have at least one row and one column, got {list(cost.shape)}")
     _check_options(eps, n_iters, tol, domain, check_every)
+    if cost.dim() == 3 and cost.shape[0] == 0:
+        return torch.empty_like(cost)
     single = cost.dim() == 2
-    c = cost.unsqueeze(0) if single else cost
+    c = cost.detach().unsqueeze(0) if single else cost.detach()
     work = c.dtype if c.dtype in (torch.float32, torch.float64) else torch.float32
+    c = c.to(work)
+    given = a is not None or b is not None
+    if c.device.type == "cpu":
+        # CPU set-up runs in NumPy: a cold torch op costs ~20 us (dispatcher code evicted from the caches by
+        # whatever ran before), which dominated a 9 x 9 batch; NumPy's cost a few us. NumPy ops are also
+        # single-threaded, so torch's OpenMP workers are not left spinning beside the fused solver's threads.
+        x = c.numpy()
+        a_, b_ = _marginal(a, "a", x), _marginal(b, "b", x)
+        c_min, b_, bound = _inspect(x, a_, b_, eps, given)
+        kernel_route = domain == "auto" and bound <= _kernel_limit(work)
+        if kernel_route and _fused(c):
+            plan = _fused_iterations(x, c_min, eps, a_, b_, n_iters, tol, check_every).to(cost.dtype)
+            return plan.squeeze(0) if single else plan
+        c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
+    else:
+        a_, b_ = _marginal(a, "a", c), _marginal(b, "b", c)
+        c_min, b_, bound = _inspect(c, a_, b_, eps, given)
+        kernel_route = domain == "auto" and bound <= _kernel_limit(work)
     with torch.autocast(device_type=c.device.type, enabled=False):
-        c = c.to(work)
-        batch, n, m = c.shape
-        a_ = _marginal(a, "a", batch, n, c)
-        b_ = _marginal(b, "b", batch, m, c)
-        c_min, b_, bound = _inspect(c, a_, b_, eps, given=a is not None or b is not None)
-        if domain == "auto" and bound <= _kernel_limit(work):
+        if kernel_route:
             plans = [
                 _kernel_iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every)
                 for g in _cache_groups(c)
@@ -114,42 +135,50 @@ def _check_options(eps: float, n_iters: int, tol: Optional[float], domain: str, 
         raise LossError(f"sinkhorn: check_every must be an integer >= 1, got {check_every!r}")
 
 
-def _marginal(x: Optional[Tensor], name: str, batch: int, size: int, like: Tensor) -> Tensor:
-    """A marginal as `[batch, size]` in the working dtype; uniform (mass 1) when omitted."""
-    if x is None:
-        return like.new_full((batch, size), 1.0 / size)
-    if not isinstance(x, Tensor) or x.dim() not in (1, 2) or x.shape[-1] != size:
+def _marginal(x: Optional[Tensor], name: str, cost: Array) -> Array:
+    """Marginal `name` ("a": rows, "b": columns) as `[B, size]` in the cost's dtype and kind (NumPy array
+    or tensor); uniform with mass 1 when omitted."""
+    batch, size = cost.shape[0], cost.shape[1 if name == "a" else 2]
+    if x is not None and (not isinstance(x, Tensor) or x.dim() not in (1, 2) or x.shape[-1] != size):
         shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise LossError(f"sinkhorn: {name} must have shape [{size}] or [{batch}, {size}], got {shape}")
-    if x.dim() == 2 and x.shape[0] != batch:
+    if x is not None and x.dim() == 2 and x.shape[0] != batch:
         raise LossError(f"sinkhorn: {name} has {x.shape[0]} rows but the cost has {batch} problems")
-    return x.detach().to(device=like.device, dtype=like.dtype).expand(batch, size)
+    if isinstance(cost, np.ndarray):
+        if x is None:
+            return np.full((batch, size), 1.0 / size, cost.dtype)
+        return np.broadcast_to(x.detach().cpu().numpy().astype(cost.dtype, copy=False), (batch, size))
+    if x is None:
+        return cost.new_full((batch, size), 1.0 / size)
+    return x.detach().to(device=cost.device, dtype=cost.dtype).expand(batch, size)
 
 
-def _inspect(cost: Tensor, a: Tensor, b: Tensor, eps: float, given: bool) -> tuple[Tensor, Tensor, float]:
+def _inspect(cost: Array, a: Array, b: Array, eps: float, given: bool) -> tuple[Array, Array, float]:
     """Validate values and bound the kernel route's exponent range, with a single host sync.
 
-    Returns the per-problem minimum cost `[B]`, `b` rescaled to the total mass of `a` and Lambda, the
-    largest |log| any kernel-domain intermediate can reach (derivation in docs/losses.md). Marginals are
-    checked only when `given`: the default uniform ones are valid, with ratio 1 and mass 1, so their
-    terms of Lambda vanish (and skipping them saves ~20 small ops, a third of a 9 x 9 batch's time).
+    Takes NumPy arrays (CPU) or tensors. Returns the per-problem minimum cost `[B]`, `b` rescaled to the
+    total mass of `a` and Lambda, the largest |log| any kernel-domain intermediate can reach (derivation in
+    docs/losses.md). Marginals are checked only when `given`: the default uniform ones are valid, with
+    ratio 1 and mass 1, so their terms of Lambda vanish (and skipping them saves ~20 small ops).
     """
-    flat = cost.flatten(1)
-    c_min = flat.amin(1)  # two passes beat torch.aminmax over a dim on CPU
-    c_range = flat.amax(1) - c_min  # NaN or infinite exactly when the cost has such an entry
+    xp = np if isinstance(cost, np.ndarray) else torch
+    flat = cost.reshape(cost.shape[0], -1)
+    c_min = xp.amin(flat, 1)  # two passes beat torch.aminmax over a dim on CPU
+    c_range = xp.amax(flat, 1) - c_min  # NaN or infinite exactly when the cost has such an entry
     bound = c_range * (2 / eps) + math.log(a.shape[-1] * b.shape[-1])
-    checks = [c_range.amax()]
+    checks = [xp.amax(c_range)]
     if given:
         mass_a, mass_b = a.sum(-1), b.sum(-1)
-        bound = bound + _log_ratio(a) + _log_ratio(b) + mass_a.log().abs()
-        checks += [
-            torch.minimum(a.amin(), b.amin()),
-            torch.minimum(mass_a.amin(), mass_b.amin()),
-            ((mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)).amax(),
-        ]
-        # Rounding leaves the masses a few ulps apart; matching them keeps the scalings from drifting.
-        b = b * (mass_a / mass_b).unsqueeze(-1)
-    max_range, *marginal_stats, max_bound = torch.stack(checks + [bound.amax()]).tolist()
+        with np.errstate(divide="ignore", invalid="ignore"):  # bad masses are reported below
+            bound = bound + _log_ratio(a) + _log_ratio(b) + xp.abs(xp.log(mass_a))
+            checks += [
+                xp.minimum(xp.amin(a), xp.amin(b)),
+                xp.minimum(xp.amin(mass_a), xp.amin(mass_b)),
+                xp.amax(xp.abs(mass_a - mass_b) / xp.maximum(mass_a, mass_b)),
+            ]
+            # Rounding leaves the masses a few ulps apart; matching them keeps the scalings from drifting.
+            b = b * (mass_a / mass_b)[:, None]
+    max_range, *marginal_stats, max_bound = xp.stack(checks + [xp.amax(bound)]).tolist()
     if not math.isfinite(max_range):
         raise LossError("sinkhorn: cost contains NaN or infinite values")
     if marginal_stats:
@@ -163,10 +192,11 @@ def _inspect(cost: Tensor, a: Tensor, b: Tensor, eps: float, given: bool) -> tup
     return c_min, b, max_bound
 
 
-def _log_ratio(x: Tensor) -> Tensor:
+def _log_ratio(x: Array) -> Array:
     """log(max / smallest positive entry) per row; zero entries drop out of the iterations exactly."""
-    smallest = x.masked_fill(x <= 0, math.inf).amin(-1)
-    return (x.amax(-1) / smallest).log()
+    xp = np if isinstance(x, np.ndarray) else torch
+    smallest = xp.amin(xp.where(x > 0, x, math.inf), -1)
+    return xp.log(xp.amax(x, -1) / smallest)
 
 
 def _cache_groups(cost: Tensor) -> list[slice]:
@@ -182,6 +212,26 @@ def _cache_groups(cost: Tensor) -> list[slice]:
 def _kernel_limit(dtype: torch.dtype) -> float:
     """Largest Lambda allowed on the kernel route: 90 % of the exponent range of normal numbers."""
     return 0.9 * -math.log(torch.finfo(dtype).tiny)
+
+
+def _fused(cost: Tensor) -> bool:
+    """Whether the fused solver takes these problems: on CPU, with Numba present, and small ones only."""
+    problem_bytes = cost.shape[1] * cost.shape[2] * cost.element_size()
+    return cost.device.type == "cpu" and fused_sinkhorn.available() and problem_bytes <= _FUSED_MAX_BYTES
+
+
+def _fused_iterations(
+    cost: np.ndarray,
+    c_min: np.ndarray,
+    eps: float,
+    a: np.ndarray,
+    b: np.ndarray,
+    n_iters: int,
+    tol: Optional[float],
+    check_every: int,
+) -> Tensor:
+    threads = torch.get_num_threads()
+    return torch.from_numpy(fused_sinkhorn.solve(cost, c_min, eps, a, b, n_iters, tol, check_every, threads))
 
 
 def _kernel_iterations(
@@ -202,48 +252,14 @@ def _kernel_iterations(
     a_, b_ = a.unsqueeze(1), b.unsqueeze(1)  # [B, 1, N], [B, 1, M]
     u, v = torch.ones_like(a_), torch.ones_like(b_)
     ktu, kv = torch.empty_like(b_), torch.empty_like(a_)
-    arrays = (kernel, kernel_t, a_, b_, u, v, ktu, kv)
-    if _numpy_loop(kernel):
-        # NumPy views share the tensors' memory, so the iterations below update u and v in place.
-        _scale(np.matmul, np.divide, *(x.numpy() for x in arrays), n_iters, tol, check_every)
-    else:
-        _scale(torch.bmm, torch.div, *arrays, n_iters, tol, check_every)
-    return kernel.mul_(u.transpose(1, 2)).mul_(v)
-
-
-def _numpy_loop(kernel: Tensor) -> bool:
-    """Whether to run the kernel-route iterations in NumPy: small CPU batches only.
-
-    There each product takes a few microseconds, so per-call overhead (~1 us for NumPy, ~5 us for torch)
-    dominates; beyond half a MiB of kernel, arithmetic dominates and torch's threaded `bmm` is as fast or
-    faster (measured in docs/bench_ot.md).
-    """
-    return kernel.device.type == "cpu" and kernel.numel() * kernel.element_size() <= _NUMPY_LOOP_MAX_BYTES
-
-
-def _scale(
-    matmul: Callable[..., object],
-    divide: Callable[..., object],
-    kernel: Array,
-    kernel_t: Array,
-    a: Array,
-    b: Array,
-    u: Array,
-    v: Array,
-    ktu: Array,
-    kv: Array,
-    n_iters: int,
-    tol: Optional[float],
-    check_every: int,
-) -> None:
-    """The kernel-route iterations, on torch tensors or on NumPy arrays; updates `u` and `v` in place."""
     for it in range(n_iters):
-        matmul(u, kernel, out=ktu)  # (K^T u)^T
-        if tol is not None and it > 0 and it % check_every == 0 and _l1_error(v * ktu, b) < tol:
+        torch.bmm(u, kernel, out=ktu)  # (K^T u)^T
+        if tol is not None and it > 0 and it % check_every == 0 and _l1_error(v * ktu, b_) < tol:
             break
-        divide(b, ktu, out=v)
-        matmul(v, kernel_t, out=kv)  # (K v)^T
-        divide(a, kv, out=u)
+        torch.div(b_, ktu, out=v)
+        torch.bmm(v, kernel_t, out=kv)  # (K v)^T
+        torch.div(a_, kv, out=u)
+    return kernel.mul_(u.transpose(1, 2)).mul_(v)
 
 
 def _log_iterations(
@@ -268,6 +284,6 @@ def _logsumexp_(x: Tensor, dim: int) -> Tensor:
     return x.sub_(peak).exp_().sum(dim).log_().add_(peak.squeeze(dim))
 
 
-def _l1_error(marginal: Array, target: Array) -> float:
-    """Largest L1 error over the batch, for tensors or arrays `[B, 1, M]` (kernel route) or `[B, M]`."""
-    return float(abs(marginal - target).reshape(len(target), -1).sum(-1).max())
+def _l1_error(marginal: Tensor, target: Tensor) -> float:
+    """Largest L1 error over the batch, for `[B, 1, M]` (kernel route) or `[B, M]` (log route)."""
+    return float((marginal - target).abs().reshape(len(target), -1).sum(-1).max())
