@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
-import queue
 import warnings
 
 import numpy as np
@@ -241,36 +239,6 @@ def test_fused_solver_only_for_small_cpu_problems(monkeypatch):
     monkeypatch.setattr(fused_sinkhorn, "numba", None)  # without Numba the torch loop takes over
     assert not transport._fused(cost)
     torch.testing.assert_close(sinkhorn(cost, 0.05, n_iters=40, a=a, b=b), fused, rtol=0, atol=1e-14)
-
-
-def test_fused_solver_threads_split_blocks_without_changing_plans(monkeypatch):
-    cost, a, b = random_problem(3 * fused_sinkhorn.LANES + 5, 9, 9, seed=18)
-    monkeypatch.setattr(fused_sinkhorn, "_MIN_PARALLEL_WORK", 0)  # parallel even for tiny problems
-    args = (cost.numpy(), cost.numpy().min((1, 2)), 0.05, a.numpy(), b.numpy(), 30, None, 10)
-    one, three = fused_sinkhorn.solve(*args, threads=1), fused_sinkhorn.solve(*args, threads=3)
-    np.testing.assert_array_equal(one, three)  # blocks are independent: bit-identical
-    np.testing.assert_allclose(three, sinkhorn(cost, 0.05, n_iters=30, a=a, b=b, domain="log"), rtol=0, atol=1e-14)
-
-
-def _solve_in_child(queue):
-    cost, c_min = np.zeros((2 * fused_sinkhorn.LANES, 4, 4)), np.zeros(2 * fused_sinkhorn.LANES)
-    marginal = np.full((2 * fused_sinkhorn.LANES, 4), 0.25)
-    queue.put(float(fused_sinkhorn.solve(cost, c_min, 1.0, marginal, marginal, 5, None, 10, threads=2).sum()))
-
-
-def test_fused_solver_threads_work_in_a_forked_child(monkeypatch):
-    # The parent's pool threads do not survive fork; a child must make its own pool, not wait forever.
-    monkeypatch.setattr(fused_sinkhorn, "_MIN_PARALLEL_WORK", 0)
-    _solve_in_child(queue.Queue())  # the parent now holds a pool
-    ctx = multiprocessing.get_context("fork")
-    results = ctx.Queue()
-    child = ctx.Process(target=_solve_in_child, args=(results,))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child hung on the parent's thread pool")
-    assert results.get(timeout=5) == pytest.approx(2 * fused_sinkhorn.LANES)
 
 
 def test_inspection_agrees_between_numpy_and_torch():

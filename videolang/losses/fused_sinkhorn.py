@@ -5,15 +5,15 @@ time on per-call overhead: two batched products and two divisions per iteration,
 however small the problems. Here all iterations run inside one Numba-compiled function:
 - problems are laid out batch-innermost ("lanes"): `k[i, j, l]` is entry (i, j) of problem l, so every
   update is an element-wise operation over a block of problems, which the compiler turns into SIMD code;
-- each product adds four terms per accumulator update (see `_kt_times`);
-- blocks are independent, so several threads (the compiled code releases the GIL) solve them in parallel.
+- each product adds four terms per accumulator update (see `_kt_times`).
+It runs on the calling thread only: splitting blocks over two threads measured 1.3-1.45x faster in isolation,
+but no faster (sometimes slower) right after torch's own parallel ops, whose OpenMP workers keep spinning on
+the other cores for a while, which is where a training step calls it.
 The iterates are those of `transport._kernel_iterations` (and POT's): v = b / (K^T u), then u = a / (K v).
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -23,15 +23,9 @@ try:
 except ImportError:  # pragma: no cover - numba is a declared dependency; the torch loop covers its absence
     numba = None
 
-# Problems per block. 32 fp32 lanes are 2 AVX-512 (4 AVX2) registers per kernel entry: enough independent
-# work per row for the vectoriser (16 lanes measured 1.1-1.6x slower, 64 no faster) and, at B = 64, two
-# blocks for two threads.
+# Problems per block: 32 fp32 lanes are 4 AVX2 registers per kernel entry, enough independent work per row
+# for the vectoriser (16 lanes measured 1.1-1.6x slower, 64 no faster).
 LANES = 32
-# Below this many multiply-adds per block and call, a second thread costs more to wake than it saves.
-_MIN_PARALLEL_WORK = 1 << 20
-
-_pool: Optional[ThreadPoolExecutor] = None
-_pool_pid = -1
 
 
 def available() -> bool:
@@ -48,49 +42,18 @@ def solve(
     n_iters: int,
     tol: Optional[float],
     check_every: int,
-    threads: int = 1,
 ) -> np.ndarray:
     """Plans `[B, N, M]` = diag(u) K diag(v) after `n_iters` iterations from u = 1, K = exp((c_min - C) / eps).
 
     `cost` `[B, N, M]`, its per-problem minimum `c_min` `[B]` (the shift keeps K in (0, 1]; the caller has
     checked that the kernel route is safe), `a` `[B, N]` and `b` `[B, M]` the marginals, all of one float
     dtype. With `tol`, a block of problems stops once each of its column marginals is within `tol` in L1,
-    checked every `check_every` iterations (rows are exact after every iteration). Blocks are shared among
-    up to `threads` threads, each doing its share from cost to plan.
+    checked every `check_every` iterations (rows are exact after every iteration).
     """
     batch, n, m = cost.shape
-    out = np.empty_like(cost)
     if batch == 0:
-        return out
+        return np.empty_like(cost)
     lanes = min(LANES, -(-batch // 8) * 8)  # a small batch pads to a multiple of 8 lanes, not to LANES
-    blocks = -(-batch // lanes)
-    threads = min(threads, blocks) if n * m * lanes * n_iters >= _MIN_PARALLEL_WORK else 1
-    per_thread = -(-blocks // threads) * lanes
-    shares = [slice(start, start + per_thread) for start in range(0, batch, per_thread)]
-    stop = -1.0 if tol is None else float(tol)
-    args = [(cost[s], c_min[s], eps, a[s], b[s], lanes, n_iters, stop, check_every, out[s]) for s in shares]
-    pending = [_thread_pool().submit(_solve_share, *arg) for arg in args[1:]]
-    _solve_share(*args[0])  # this thread solves the first share
-    for job in pending:
-        job.result()
-    return out
-
-
-def _solve_share(
-    cost: np.ndarray,
-    c_min: np.ndarray,
-    eps: float,
-    a: np.ndarray,
-    b: np.ndarray,
-    lanes: int,
-    n_iters: int,
-    tol: float,
-    check_every: int,
-    out: np.ndarray,
-) -> None:
-    """Solve consecutive problems into `out`. NumPy releases the GIL on arrays this size, so shares run in
-    parallel from the kernel's exp to the plan."""
-    batch, n, m = cost.shape
     blocks = -(-batch // lanes)
     kernel = np.subtract(c_min[:, None, None], cost)
     np.exp(np.divide(kernel, eps, out=kernel), out=kernel)
@@ -98,9 +61,9 @@ def _solve_share(
     k = _to_lanes(kernel, blocks, lanes, 1.0)
     ak, bk = _to_lanes(a, blocks, lanes, 1.0 / n), _to_lanes(b, blocks, lanes, 1.0 / m)
     real = np.minimum(lanes, batch - lanes * np.arange(blocks))  # real problems per block
-    _iterate(k, ak, bk, real, n_iters, tol, check_every)
+    _iterate(k, ak, bk, real, n_iters, -1.0 if tol is None else float(tol), check_every)
     # k now holds the plans, lane-wise; back to [B, N, M].
-    out[...] = k.reshape(blocks, n * m, lanes).transpose(0, 2, 1).reshape(-1, n, m)[:batch]
+    return np.ascontiguousarray(k.reshape(blocks, n * m, lanes).transpose(0, 2, 1).reshape(-1, n, m)[:batch])
 
 
 def _to_lanes(x: np.ndarray, blocks: int, lanes: int, fill: float) -> np.ndarray:
@@ -115,14 +78,6 @@ def _to_lanes(x: np.ndarray, blocks: int, lanes: int, fill: float) -> np.ndarray
         flat[full, :, : batch - full * lanes] = src[full * lanes :].T
         flat[full, :, batch - full * lanes :] = fill
     return out
-
-
-def _thread_pool() -> ThreadPoolExecutor:
-    """A process-wide pool, made anew in a forked child (a parent's worker threads do not survive fork)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool, _pool_pid = ThreadPoolExecutor(thread_name_prefix="videolang-sinkhorn"), os.getpid()
-    return _pool
 
 
 def _jit(fn):

@@ -95,7 +95,7 @@ def sinkhorn(
     if c.device.type == "cpu":
         # CPU set-up runs in NumPy: a cold torch op costs ~20 us (dispatcher code evicted from the caches by
         # whatever ran before), which dominated a 9 x 9 batch; NumPy's cost a few us. NumPy ops are also
-        # single-threaded, so torch's OpenMP workers are not left spinning beside the fused solver's threads.
+        # single-threaded, so they leave no OpenMP workers spinning.
         x = c.numpy()
         a_, b_ = _marginal(a, "a", x), _marginal(b, "b", x)
         c_min, b_, bound = _inspect(x, a_, b_, eps, given)
@@ -230,8 +230,7 @@ def _fused_iterations(
     tol: Optional[float],
     check_every: int,
 ) -> Tensor:
-    threads = torch.get_num_threads()
-    return torch.from_numpy(fused_sinkhorn.solve(cost, c_min, eps, a, b, n_iters, tol, check_every, threads))
+    return torch.from_numpy(fused_sinkhorn.solve(cost, c_min, eps, a, b, n_iters, tol, check_every))
 
 
 def _kernel_iterations(
