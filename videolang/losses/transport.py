@@ -82,6 +82,8 @@ def sinkhorn(
     if not isinstance(cost, Tensor) or cost.dim() not in (2, 3):
         shape = list(cost.shape) if isinstance(cost, Tensor) else type(cost).__name__
         raise LossError(f"sinkhorn: cost must be a tensor [B, N, M] or [N, M], got {shape}")
+    if not cost.is_floating_point():
+        raise LossError(f"sinkhorn: cost must be a floating-point tensor, got {cost.dtype}")
     if cost.shape[-2] == 0 or cost.shape[-1] == 0:
         raise LossError(f"sinkhorn: cost must have at least one row and one column, got {list(cost.shape)}")
     _check_options(eps, n_iters, tol, domain, check_every)
@@ -91,34 +93,24 @@ def sinkhorn(
     c = cost.detach().unsqueeze(0) if single else cost.detach()
     work = c.dtype if c.dtype in (torch.float32, torch.float64) else torch.float32
     c = c.to(work)
-    given = a is not None or b is not None
-    if c.device.type == "cpu":
-        # CPU set-up runs in NumPy: a cold torch op costs ~20 us (dispatcher code evicted from the caches by
-        # whatever ran before), which dominated a 9 x 9 batch; NumPy's cost a few us. NumPy ops are also
-        # single-threaded, so they leave no OpenMP workers spinning.
-        x = c.numpy()
-        a_, b_ = _marginal(a, "a", x), _marginal(b, "b", x)
-        c_min, b_, bound = _inspect(x, a_, b_, eps, given)
-        kernel_route = domain == "auto" and bound <= _kernel_limit(work)
-        if kernel_route and _fused(c):
-            plan = _fused_iterations(x, c_min, eps, a_, b_, n_iters, tol, check_every).to(cost.dtype)
-            return plan.squeeze(0) if single else plan
-        c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
+    # On CPU the set-up runs in NumPy: a cold torch op costs ~20 us (dispatcher code evicted from the caches
+    # by whatever ran before), which dominated a 9 x 9 batch; NumPy's cost a few us.
+    x = c.numpy() if c.device.type == "cpu" else c
+    a_, b_ = _marginal(a, "a", x, work), _marginal(b, "b", x, work)
+    c_min, b_, bound = _inspect(x, a_, b_, eps, given=a is not None or b is not None)
+    kernel_route = domain == "auto" and bound <= _kernel_limit(work)
+    if kernel_route and _fused(c):
+        plan = torch.from_numpy(fused_sinkhorn.solve(x, c_min, eps, a_, b_, n_iters, tol, check_every))
     else:
-        a_, b_ = _marginal(a, "a", c), _marginal(b, "b", c)
-        c_min, b_, bound = _inspect(c, a_, b_, eps, given)
-        kernel_route = domain == "auto" and bound <= _kernel_limit(work)
-    with torch.autocast(device_type=c.device.type, enabled=False):
-        if kernel_route:
+        if isinstance(x, np.ndarray):
+            c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
+        iterations = _kernel_iterations if kernel_route else _log_iterations
+        with torch.autocast(device_type=c.device.type, enabled=False):
             plans = [
-                _kernel_iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every)
-                for g in _cache_groups(c)
+                iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every) for g in _cache_groups(c)
             ]
-        else:
-            plans = [
-                _log_iterations(c[g], eps, a_[g], b_[g], n_iters, tol, check_every) for g in _cache_groups(c)
-            ]
-    plan = (plans[0] if len(plans) == 1 else torch.cat(plans)).to(cost.dtype)
+        plan = plans[0] if len(plans) == 1 else torch.cat(plans)
+    plan = plan.to(cost.dtype)
     return plan.squeeze(0) if single else plan
 
 
@@ -135,9 +127,9 @@ def _check_options(eps: float, n_iters: int, tol: Optional[float], domain: str, 
         raise LossError(f"sinkhorn: check_every must be an integer >= 1, got {check_every!r}")
 
 
-def _marginal(x: Optional[Tensor], name: str, cost: Array) -> Array:
-    """Marginal `name` ("a": rows, "b": columns) as `[B, size]` in the cost's dtype and kind (NumPy array
-    or tensor); uniform with mass 1 when omitted."""
+def _marginal(x: Optional[Tensor], name: str, cost: Array, dtype: torch.dtype) -> Array:
+    """Marginal `name` ("a": rows, "b": columns) as `[B, size]` in the working `dtype`, of the cost's kind
+    (NumPy array or tensor); uniform with mass 1 when omitted."""
     batch, size = cost.shape[0], cost.shape[1 if name == "a" else 2]
     if x is not None and (not isinstance(x, Tensor) or x.dim() not in (1, 2) or x.shape[-1] != size):
         shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -147,10 +139,10 @@ def _marginal(x: Optional[Tensor], name: str, cost: Array) -> Array:
     if isinstance(cost, np.ndarray):
         if x is None:
             return np.full((batch, size), 1.0 / size, cost.dtype)
-        return np.broadcast_to(x.detach().cpu().numpy().astype(cost.dtype, copy=False), (batch, size))
+        return np.broadcast_to(x.detach().to(device="cpu", dtype=dtype).numpy(), (batch, size))
     if x is None:
         return cost.new_full((batch, size), 1.0 / size)
-    return x.detach().to(device=cost.device, dtype=cost.dtype).expand(batch, size)
+    return x.detach().to(device=cost.device, dtype=dtype).expand(batch, size)
 
 
 def _inspect(cost: Array, a: Array, b: Array, eps: float, given: bool) -> tuple[Array, Array, float]:
@@ -164,27 +156,30 @@ def _inspect(cost: Array, a: Array, b: Array, eps: float, given: bool) -> tuple[
     xp = np if isinstance(cost, np.ndarray) else torch
     flat = cost.reshape(cost.shape[0], -1)
     c_min = xp.amin(flat, 1)  # two passes beat torch.aminmax over a dim on CPU
-    c_range = xp.amax(flat, 1) - c_min  # NaN or infinite exactly when the cost has such an entry
-    bound = c_range * (2 / eps) + math.log(a.shape[-1] * b.shape[-1])
-    checks = [xp.amax(c_range)]
-    if given:
-        mass_a, mass_b = a.sum(-1), b.sum(-1)
-        with np.errstate(divide="ignore", invalid="ignore"):  # bad masses are reported below
+    with np.errstate(all="ignore"):  # NumPy: bad values are reported below, as with torch
+        # In float64, so a finite fp32 range cannot overflow: NaN or infinite exactly when an entry is.
+        c_range = xp.asarray(xp.amax(flat, 1), dtype=xp.float64) - xp.asarray(c_min, dtype=xp.float64)
+        bound = c_range * (2 / eps) + math.log(a.shape[-1] * b.shape[-1])
+        checks = [xp.amax(c_range)]
+        if given:
+            mass_a, mass_b = a.sum(-1), b.sum(-1)
             bound = bound + _log_ratio(a) + _log_ratio(b) + xp.abs(xp.log(mass_a))
             checks += [
                 xp.minimum(xp.amin(a), xp.amin(b)),
+                xp.maximum(xp.amax(a), xp.amax(b)),
                 xp.minimum(xp.amin(mass_a), xp.amin(mass_b)),
                 xp.amax(xp.abs(mass_a - mass_b) / xp.maximum(mass_a, mass_b)),
             ]
             # Rounding leaves the masses a few ulps apart; matching them keeps the scalings from drifting.
             b = b * (mass_a / mass_b)[:, None]
-    max_range, *marginal_stats, max_bound = xp.stack(checks + [xp.amax(bound)]).tolist()
+        checks = [xp.asarray(t, dtype=xp.float64) for t in checks + [xp.amax(bound)]]
+    max_range, *marginal_stats, max_bound = xp.stack(checks).tolist()
     if not math.isfinite(max_range):
         raise LossError("sinkhorn: cost contains NaN or infinite values")
     if marginal_stats:
-        min_entry, min_mass, mismatch = marginal_stats
-        if not min_entry >= 0:
-            raise LossError("sinkhorn: marginals a and b must be non-negative")
+        min_entry, max_entry, min_mass, mismatch = marginal_stats
+        if not (min_entry >= 0 and math.isfinite(max_entry)):
+            raise LossError("sinkhorn: marginals a and b must be finite and non-negative")
         if not min_mass > 0:
             raise LossError("sinkhorn: every problem needs marginals with positive total mass")
         if not mismatch <= _MASS_RTOL:
@@ -220,19 +215,6 @@ def _fused(cost: Tensor) -> bool:
     return cost.device.type == "cpu" and fused_sinkhorn.available() and problem_bytes <= _FUSED_MAX_BYTES
 
 
-def _fused_iterations(
-    cost: np.ndarray,
-    c_min: np.ndarray,
-    eps: float,
-    a: np.ndarray,
-    b: np.ndarray,
-    n_iters: int,
-    tol: Optional[float],
-    check_every: int,
-) -> Tensor:
-    return torch.from_numpy(fused_sinkhorn.solve(cost, c_min, eps, a, b, n_iters, tol, check_every))
-
-
 def _kernel_iterations(
     cost: Tensor,
     c_min: Tensor,
@@ -262,9 +244,18 @@ def _kernel_iterations(
 
 
 def _log_iterations(
-    cost: Tensor, eps: float, a: Tensor, b: Tensor, n_iters: int, tol: Optional[float], check_every: int
+    cost: Tensor,
+    c_min: Tensor,
+    eps: float,
+    a: Tensor,
+    b: Tensor,
+    n_iters: int,
+    tol: Optional[float],
+    check_every: int,
 ) -> Tensor:
-    neg = cost / -eps
+    # The per-problem shift leaves the plan unchanged and keeps -C / eps finite and accurate for costs far
+    # from zero (an offset of 100 at eps = 0.01 cost fp32 plans 500x in accuracy without it).
+    neg = (c_min.view(-1, 1, 1) - cost).div_(eps)
     log_a, log_b = a.log(), b.log()
     f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
     buf = torch.empty_like(neg)  # one scratch tensor: no [B, N, M] allocation per iteration
