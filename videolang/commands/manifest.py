@@ -1,4 +1,5 @@
-"""`videolang manifest validate|stats`: check manifests before anything trains on them."""
+"""`videolang manifest validate|stats|build`: check manifests before anything trains on them, and build
+them from public corpora's annotation files."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from videolang.commands import command_parser
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "manifest",
-        help="validate or summarise hierarchical JSONL manifests",
-        description="Validate or summarise videolang.manifest/1 JSONL files.",
+        help="validate, summarise or build hierarchical JSONL manifests",
+        description="Validate, summarise or build videolang.manifest/1 JSONL files.",
         epilog="examples:\n  videolang manifest validate data/synth/manifest.jsonl --check-files\n"
-        "  videolang manifest stats data/synth/manifest.jsonl",
+        "  videolang manifest stats data/synth/manifest.jsonl\n"
+        "  videolang manifest build coin COIN.json --videos coin/videos --out coin.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -42,6 +44,52 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--video-root", help="base folder for relative video paths")
     p.set_defaults(func=run_stats)
+
+    add_build_parser(actions)
+
+
+BUILD_FORMATS = ("howto100m", "coin", "youcook2", "vript", "surglavi")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def add_build_parser(actions) -> None:
+    p = command_parser(
+        actions,
+        "build",
+        "convert a public corpus's annotation files into a manifest",
+        "videolang manifest build surglavi surglavi.db --videos surglavi/videos --out surglavi.jsonl --narration",
+        description=(
+            "Convert a corpus's annotations into a videolang.manifest/1 file. SOURCE per FORMAT:\n"
+            "  howto100m  sentencified ASR JSON {video_id: {start, end, text}} -> narration\n"
+            "  coin       COIN.json ('database' object) -> labelled steps\n"
+            "  youcook2   youcookii_annotations JSON ('database' object) -> captioned steps\n"
+            "  vript      folder of <vid>_caption.json files -> one record per scene clip\n"
+            "  surglavi   SQLite database -> phase > step > task tree (inferred by time)\n"
+            "Videos are found under --videos by file stem = video id (the clip id for vript). The result\n"
+            "is validated before it replaces --out. Rules: data_manifests/README.md."
+        ),
+    )
+    p.add_argument("format", choices=BUILD_FORMATS, metavar="FORMAT", help=" | ".join(BUILD_FORMATS))
+    p.add_argument("source", metavar="SOURCE", help="annotation file, folder (vript) or database (surglavi)")
+    p.add_argument("--out", required=True, metavar="FILE.jsonl", help="manifest to write")
+    p.add_argument("--videos", required=True, metavar="DIR",
+                   help="folder searched recursively for <id>.mp4|mkv|webm|avi|mov")
+    p.add_argument("--split", help="split of every record (default: the source's, else train)")
+    p.add_argument("--corpus", help="corpus name of every record (default: the format name)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N source videos")
+    p.add_argument("--keep-missing", action="store_true",
+                   help="keep videos with no file, guessing DIR/<id>.mp4 (default: skip and count them)")
+    p.add_argument("--no-filter", action="store_true",
+                   help="surglavi: keep captions that are not both surgical and descriptive")
+    p.add_argument("--narration", action="store_true", help="surglavi: raw_narration becomes the narration track")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_build)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -85,4 +133,23 @@ def run_stats(args: argparse.Namespace) -> int:
     if n["sentences"]:
         print(f"narration: {n['sentences']} sentences in {n['videos_with_narration']} videos, "
               f"{n['mean_words']} words each on average")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from videolang.data.builders import BuildOptions, build_manifest
+    from videolang.errors import VideolangError
+
+    if args.format != "surglavi" and (args.no_filter or args.narration):
+        raise VideolangError("--no-filter and --narration only apply to the surglavi format")
+    options = BuildOptions(
+        videos=Path(args.videos), split=args.split, corpus=args.corpus, limit=args.limit,
+        keep_missing=args.keep_missing, filter=not args.no_filter, narration=args.narration,
+        progress=not args.no_progress,
+    )
+    report = build_manifest(args.format, args.source, args.out, options)
+    for line in report.lines():
+        print(line)
     return 0

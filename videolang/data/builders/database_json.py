@@ -1,0 +1,94 @@
+"""COIN and YouCook2: both ship one JSON file `{"database": {video_id: {...}}}` of curated step
+annotations with a `subset` and a `duration`; they differ only in key names and in whether a step
+carries a class label (COIN) or a sentence (YouCook2).
+
+Annotations are curated, so a malformed span is an error naming its key path; steps that overlap or run
+past the video's end (rounding in the source) are fixed and counted, since our `step` level is a partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from videolang.data.builders.common import (
+    BuildContext,
+    Field,
+    clip_to_duration,
+    new_record,
+    read_json,
+    resolve_overlaps,
+)
+from videolang.data.manifest import Segment, VideoRecord
+
+SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class DatabaseFormat:
+    """Where one corpus keeps its steps and what a step's text means."""
+
+    steps_key: str  # list of {"segment": [start, end], text_key: "..."}
+    text_key: str
+    text_is_label: bool  # COIN: a class name (also used as caption); YouCook2: a free sentence
+    meta_keys: tuple[tuple[str, str], ...]  # (source key, meta key) copied when present
+
+
+COIN = DatabaseFormat("annotation", "label", True, (("class", "task"), ("recipe_type", "recipe_type")))
+YOUCOOK2 = DatabaseFormat("annotations", "sentence", False, (("recipe_type", "recipe_type"),))
+
+
+def build_coin(source: Path, ctx: BuildContext) -> Iterator[VideoRecord]:
+    return _build(source, ctx, COIN)
+
+
+def build_youcook2(source: Path, ctx: BuildContext) -> Iterator[VideoRecord]:
+    return _build(source, ctx, YOUCOOK2)
+
+
+def _build(source: Path, ctx: BuildContext, fmt: DatabaseFormat) -> Iterator[VideoRecord]:
+    database = read_json(source).required("database")
+    for video_id, entry in ctx.videos(list(database.items())):
+        yield _record(video_id, entry, fmt, ctx)
+
+
+def _record(video_id: str, entry: Field, fmt: DatabaseFormat, ctx: BuildContext) -> VideoRecord:
+    duration = _duration(entry)
+    steps = [s for s in (_step(a, fmt, ctx) for a in _steps(entry, fmt)) if s is not None]
+    steps = resolve_overlaps(clip_to_duration(steps, duration, ctx.report), ctx.report)
+    meta = {name: entry.mapping()[key] for key, name in fmt.meta_keys if entry.mapping().get(key) is not None}
+    return new_record(video_id, split=_split(entry), duration=duration, meta=meta, segments=steps)
+
+
+def _steps(entry: Field, fmt: DatabaseFormat) -> Iterator[Field]:
+    """The step annotations; absent means none (YouCook2's test videos ship without them)."""
+    steps = entry.optional(fmt.steps_key)
+    return iter(()) if steps is None else steps.elements()
+
+
+def _step(annotation: Field, fmt: DatabaseFormat, ctx: BuildContext) -> Optional[Segment]:
+    start, end = annotation.required("segment").span()
+    text = annotation.required(fmt.text_key).text()
+    if not text.strip():
+        ctx.report.dropped[f"step(s) with an empty {fmt.text_key}"] += 1
+        return None
+    return Segment("step", start, end, caption=text, label=text if fmt.text_is_label else None)
+
+
+def _split(entry: Field) -> str:
+    subset = entry.required("subset")
+    name = subset.text()
+    if name not in SUBSETS:
+        subset.fail(f"unknown subset '{name}'; expected one of {', '.join(SUBSETS)}")
+    return SUBSETS[name]
+
+
+def _duration(entry: Field) -> Optional[float]:
+    found = entry.optional("duration")
+    if found is None:
+        return None
+    value = found.number()
+    if value <= 0:
+        found.fail(f"must be positive, got {value}")
+    return value
