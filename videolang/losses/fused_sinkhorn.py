@@ -88,7 +88,8 @@ def _jit(fn):
     # error_model="numpy": no zero-division checks, which would block vectorisation (x / 0 cannot occur
     # here: the caller's bound keeps every kernel entry positive). "contract" allows FMA and nothing else,
     # so divisions stay exact (no reciprocal approximations).
-    return numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"}, inline="always")(fn)
+    options = dict(nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"}, inline="always")
+    return numba.njit(cache=True, **options)(fn)
 
 
 @_jit
