@@ -17,13 +17,22 @@ import pytest
 
 from videolang.cli import main
 from videolang.data import builders
-from videolang.data.builders import BuildError, BuildOptions, BuildReport, build_manifest
+from videolang.data.builders import BuildError, BuildOptions, build_manifest
+from videolang.data.builders.common import Built, Changes, new_record
+from videolang.data.builders.database_json import UNTEXTED
 from videolang.data.builders.howto100m import DROPPED as HOWTO_DROPPED
-from videolang.data.builders.surglavi import EMPTY_SPAN, EMPTY_TEXT, FILTERED, NARRATION_DROPPED, build_tree
+from videolang.data.builders.surglavi import (
+    EMPTY_SPAN,
+    EMPTY_TEXT,
+    FILTERED,
+    NARRATION_CUT,
+    NARRATION_DROPPED,
+    build_tree,
+)
 from videolang.data.builders.vript import EMPTY as VRIPT_EMPTY
 from videolang.data.builders.vript import UNREADABLE, probe_duration
-from videolang.data.manifest import Segment, validate_manifest
-from videolang.errors import ManifestError
+from videolang.data.manifest import Segment, check_manifest, validate_manifest
+from videolang.errors import ManifestError, VideolangError
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
@@ -57,6 +66,15 @@ def _rel(file: Path, out: Path) -> str:
 def _assert_valid(out: Path) -> None:
     problems, _ = validate_manifest(out, check_files=True)
     assert problems == []
+
+
+def _one_line_error(capsys, args: list[str]) -> str:
+    """Run `videolang manifest build ARGS`, check it fails with exactly one line and no traceback."""
+    assert main(["manifest", "build", *args, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
 
 
 @pytest.fixture
@@ -171,6 +189,29 @@ def test_youcook2_records(tmp_path, videos):
     _assert_valid(out)
 
 
+def test_youcook2_steps_without_sentences_are_skipped(tmp_path, videos):
+    db = json.loads(json.dumps(YOUCOOK2))  # the official test file gives segments only
+    db["database"]["y3"] = {"subset": "testing", "duration": 20.0, "annotations": [{"segment": [1, 5], "id": 0}]}
+    _touch(videos, "y1", "y3")
+    out = tmp_path / "yc2.jsonl"
+    report = build_manifest("youcook2", _json(tmp_path / "yc2.json", db), out, _opts(videos))
+    assert list(_read(out)) == ["y1"]
+    assert report.skipped == {builders.NOTHING_LEFT: 1, UNTEXTED.format(text_key="sentence"): 1}
+
+
+def test_coin_without_subset_needs_only_split(tmp_path, videos):
+    db = json.loads(json.dumps(COIN))
+    for entry in db["database"].values():
+        del entry["subset"]
+    src = _json(tmp_path / "coin.json", db)
+    _touch(videos, *db["database"])
+    out = tmp_path / "coin.jsonl"
+    build_manifest("coin", src, out, _opts(videos, split="val"))
+    assert {vid: r["split"] for vid, r in _read(out).items()} == dict.fromkeys(db["database"], "val")
+    with pytest.raises(BuildError, match="subset: missing required key"):
+        build_manifest("coin", src, out, _opts(videos))
+
+
 def test_split_corpus_and_limit_override(tmp_path, videos):
     _touch(videos, "c1", "c2", "c3")
     out = tmp_path / "coin.jsonl"
@@ -223,15 +264,132 @@ def test_no_usable_video_is_an_error_and_writes_nothing(tmp_path, videos):
 
 def test_invalid_output_is_a_builder_bug_and_not_written(tmp_path, videos, monkeypatch):
     def broken(source, ctx):
-        from videolang.data.builders.common import new_record
-
-        yield new_record("c1", duration=5.0, segments=[Segment("step", 0.0, 9.0, caption="past the end")])
+        record = new_record("c1", duration=5.0, segments=[Segment("step", 0.0, 9.0, caption="past the end")])
+        yield Built(record, Changes())
 
     monkeypatch.setitem(builders.BUILDERS, "coin", broken)
     _touch(videos, "c1")
-    out = tmp_path / "coin.jsonl"
-    with pytest.raises(ManifestError, match="bug in the coin builder.*segments\\[0\\].end"):
+    out = tmp_path / "out" / "coin.jsonl"
+    with pytest.raises(ManifestError, match="bug in the coin builder.*segments\\[0\\].end") as info:
         build_manifest("coin", _coin(tmp_path), out, _opts(videos))
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    # The draft is deleted, so the message names --out and the line, not the draft.
+    assert str(out) in str(info.value) and ".building" not in str(info.value)
+
+
+def test_path_is_relative_to_the_resolved_out_folder(tmp_path, videos):
+    real = tmp_path / "deep" / "a" / "b"
+    real.mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real)  # `..` from link/ climbs from real/, as the validator resolves it
+    src = _json(tmp_path / "howto.json", {"ht_b": HOWTO["ht_b"]})
+    _touch(videos, "ht_b")
+    out = link / "howto.jsonl"
+    build_manifest("howto100m", src, out, _opts(videos))
+    assert _read(out)["ht_b"]["path"] == os.path.relpath(videos / "ht_b.mp4", real.resolve())
+    _, problems, _ = check_manifest(out, check_files=True)
+    assert problems == []
+
+
+def test_json_with_a_bom_is_read(tmp_path, videos):
+    bom = tmp_path / "bom.json"
+    bom.write_text(json.dumps(HOWTO), encoding="utf-8-sig")
+    _touch(videos, "ht_a", "ht_b")
+    build_manifest("howto100m", _json(tmp_path / "plain.json", HOWTO), tmp_path / "plain.jsonl", _opts(videos))
+    build_manifest("howto100m", bom, tmp_path / "bom.jsonl", _opts(videos))
+    assert _read(tmp_path / "bom.jsonl") == _read(tmp_path / "plain.jsonl")
+
+
+def test_counts_only_what_is_written(tmp_path, videos):
+    c1 = COIN["database"]["c1"]  # has an overlap and a step past the end: both fixed
+    no_file = json.loads(json.dumps(c1))
+    no_file["annotation"].append({"segment": [1, 2], "label": " "})  # and a dropped step
+    _touch(videos, "c1")
+    both = build_manifest("coin", _json(tmp_path / "both.json", {"database": {"c1": c1, "no_file": no_file}}),
+                          tmp_path / "both.jsonl", _opts(videos))
+    alone = build_manifest("coin", _json(tmp_path / "alone.json", {"database": {"c1": c1}}),
+                           tmp_path / "alone.jsonl", _opts(videos))
+    assert both.missing == ["no_file"] and alone.fixed
+    assert (both.dropped, both.fixed, both.notes) == (alone.dropped, alone.fixed, alone.notes)
+
+
+def test_build_keeps_a_file_named_like_a_draft(tmp_path, videos):
+    mine = tmp_path / ".coin.jsonl.building"
+    mine.write_text("not yours")
+    _touch(videos, "c1")
+    build_manifest("coin", _coin(tmp_path), tmp_path / "coin.jsonl", _opts(videos))
+    assert mine.read_text() == "not yours" and sorted(tmp_path.glob(".coin.jsonl*")) == [mine]
+
+
+@pytest.mark.parametrize("kind", ["folder", "dot", "root", "under_a_file"])
+def test_bad_out_fails_before_any_work(tmp_path, capsys, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").touch()
+    out = {"folder": "folder", "dot": ".", "root": "/", "under_a_file": "afile/o.jsonl"}[kind]
+    src = _json(tmp_path / "howto.json", HOWTO)
+    # --videos does not exist: had the build started, that would be the error.
+    line = _one_line_error(capsys, ["howto100m", str(src), "--videos", "no_videos", "--out", out])
+    assert line.startswith(f"videolang manifest: error: {out}: --out "), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder", "howto.json"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out_folder_fails_before_any_work(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    src = _json(tmp_path / "howto.json", HOWTO)
+    out = locked / "o.jsonl"
+    line = _one_line_error(capsys, ["howto100m", str(src), "--videos", str(tmp_path / "no"), "--out", str(out)])
+    assert line.startswith(f"videolang manifest: error: {out}: --out cannot be written"), line
+
+
+@pytest.mark.parametrize("spelling", ["same", "through_a_symlink"])
+def test_out_may_not_overwrite_the_source(tmp_path, videos, capsys, spelling):
+    src = _coin(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path)
+    out = src if spelling == "same" else tmp_path / "link" / src.name
+    before = src.read_bytes()
+    _touch(videos, "c1")
+    line = _one_line_error(capsys, ["coin", str(src), "--videos", str(videos), "--out", str(out)])
+    assert "--out may not be SOURCE" in line and src.read_bytes() == before, line
+
+
+def test_out_may_not_lie_inside_a_source_folder(tmp_path, videos, capsys):
+    src = tmp_path / "captions"
+    src.mkdir()
+    caption_file = _json(src / "v_caption.json", _vript_doc("v", [_scene("v", 1, "x", [])]))
+    line = _one_line_error(capsys, ["vript", str(src), "--videos", str(videos), "--out", str(src / "v.jsonl")])
+    assert "--out may not be SOURCE" in line and list(src.iterdir()) == [caption_file], line
+
+
+@pytest.mark.parametrize("args", [["--split", " "], ["--split", ""], ["--corpus", "\t"], ["--corpus", ""]])
+def test_blank_split_or_corpus_is_an_argument_error(tmp_path, videos, capsys, args):
+    _touch(videos, "c1")
+    with pytest.raises(SystemExit) as info:
+        main(["manifest", "build", "coin", str(_coin(tmp_path)), "--videos", str(videos),
+              "--out", str(tmp_path / "o.jsonl"), *args])
+    assert info.value.code == 2 and f"argument {args[0]}: must not be blank" in capsys.readouterr().err
+    option = args[0].lstrip("-")
+    with pytest.raises(VideolangError, match=f"{args[0]} must be non-blank"):
+        build_manifest("coin", _coin(tmp_path), tmp_path / "o.jsonl", _opts(videos, **{option: args[1]}))
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_non_numeric_limit_is_a_readable_argument_error(tmp_path, videos, capsys):
+    with pytest.raises(SystemExit):
+        main(["manifest", "build", "coin", str(_coin(tmp_path)), "--videos", str(videos),
+              "--out", str(tmp_path / "o.jsonl"), "--limit", "ten"])
+    assert "argument --limit: invalid positive integer value: 'ten'" in capsys.readouterr().err
+
+
+def test_non_utf8_file_name_is_one_line(tmp_path, videos, capsys):
+    folder = videos / os.fsdecode(b"bad\xff")  # a name no UTF-8 manifest can hold
+    _touch(folder, "ht_b")
+    src = _json(tmp_path / "howto.json", {"ht_b": HOWTO["ht_b"]})
+    out = tmp_path / "o.jsonl"
+    line = _one_line_error(capsys, ["howto100m", str(src), "--videos", str(videos), "--out", str(out)])
+    assert "ht_b.mp4: file name is not valid UTF-8" in line, line
     assert not out.exists()
 
 
@@ -328,10 +486,22 @@ def test_empty_source_is_an_error(tmp_path, videos):
         build_manifest("howto100m", _json(tmp_path / "h.json", {}), tmp_path / "o.jsonl", _opts(videos))
 
 
-def test_vript_refuses_keep_missing(tmp_path, videos):
+def test_vript_refuses_keep_missing_before_scanning_videos(tmp_path):
     src = _json(tmp_path / "v_caption.json", _vript_doc("v", [_scene("v", 1, "x", [])]))
-    with pytest.raises(BuildError, match="--keep-missing"):
-        build_manifest("vript", src, tmp_path / "o.jsonl", _opts(videos, keep_missing=True))
+    with pytest.raises(VideolangError, match="--keep-missing"):
+        build_manifest("vript", src, tmp_path / "o.jsonl", _opts(tmp_path / "no_videos", keep_missing=True))
+
+
+def test_vript_clip_in_two_files_names_both(tmp_path, videos):
+    doc = _vript_doc("vA", [_scene("vA", 1, "A dog.", [])])
+    first, second = (tmp_path / "captions" / sub / "vA_caption.json" for sub in ("a", "b"))
+    for file in (first, second):
+        file.parent.mkdir(parents=True)
+        _json(file, doc)
+    _write_clip(videos / "vA" / "vA-Scene-001.mp4", 4, 4)
+    with pytest.raises(BuildError) as info:
+        build_manifest("vript", tmp_path / "captions", tmp_path / "o.jsonl", _opts(videos))
+    assert str(first) in str(info.value) and str(second) in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,7 +633,7 @@ def test_surglavi_no_filter_and_narration(tmp_path, videos):
 
 
 def test_build_tree_orphans_and_ties():
-    report = BuildReport("surglavi", Path("o.jsonl"), Path("videos"))
+    report = Changes()
     phase = Segment("phase", 0.0, 10.0, caption="phase")
     first, second = Segment("step", 0.0, 5.0, caption="first"), Segment("step", 5.0, 10.0, caption="second")
     outside = Segment("step", 12.0, 15.0, caption="outside")  # overlaps no phase
@@ -474,6 +644,59 @@ def test_build_tree_orphans_and_ties():
     assert first.children == [tie] and (tie.start, tie.end) == (4.0, first.end)
     assert report.notes == {"step(s) outside every coarser segment, kept at the top level": 1}
     assert report.fixed == {"task(s) clipped to their parent step": 1}
+
+
+def test_build_tree_tie_goes_to_the_earliest_parent_whatever_its_own_parent():
+    phase = Segment("phase", 5.0, 15.0, caption="phase")
+    steps = [Segment("step", 0.0, 5.0, caption="before"), Segment("step", 5.0, 15.0, caption="in the phase"),
+             Segment("step", 15.0, 25.0, caption="after")]  # the first and last lie outside every phase
+    task = Segment("task", 10.0, 20.0, caption="tie")
+    overlap = {s.caption: min(s.end, task.end) - max(s.start, task.start) for s in steps}
+    tied = [s for s in steps if overlap[s.caption] == max(overlap.values())]
+    assert len(tied) == 2
+    build_tree([phase, *steps, task], Changes())
+    assert min(tied, key=lambda s: s.start).children == [task]
+
+
+def _sql(db: Path, *statements: str) -> Path:
+    with sqlite3.connect(db) as con:
+        for statement in statements:
+            con.execute(statement)
+    con.close()
+    return db
+
+
+def test_surglavi_counts_narration_cut_and_only_written_videos(tmp_path, videos):
+    durations = {v[0]: v[3] for v in VIDEOS}
+    caps = [Cap("v1", TASK, durations["v1"] - 5, durations["v1"] + 5, "runs past the end", raw="still talking"),
+            Cap("v3", TASK, durations["v3"] - 2, durations["v3"] + 3, "no file", raw="never written")]
+    _touch(videos, "v1")  # v3 has no file: its cuts are not counted
+    out = tmp_path / "s.jsonl"
+    report = build_manifest("surglavi", _surglavi_db(tmp_path / "s.db", caps), out, _opts(videos, narration=True))
+    written = [c for c in caps if c.video in _read(out)]
+    assert _read(out)["v1"]["narration"] == [{"start": c.start, "end": durations[c.video], "text": c.raw}
+                                             for c in written]
+    assert report.fixed == {NARRATION_CUT: len(written), "task(s) cut at the video's end": len(written)}
+
+
+def test_surglavi_level_ids_stored_as_text(tmp_path, videos):
+    _touch(videos, "v1", "v2")
+    build_manifest("surglavi", _surglavi_db(tmp_path / "int.db"), tmp_path / "int.jsonl", _opts(videos))
+    text_ids = _sql(_surglavi_db(tmp_path / "text.db"), "DROP TABLE levels",
+                    "CREATE TABLE levels (level_id TEXT, name TEXT)",
+                    f"INSERT INTO levels VALUES ('{TASK}', 'task'), (' {STEP}', 'step'), ('{PHASE}.0', 'phase')")
+    build_manifest("surglavi", text_ids, tmp_path / "text.jsonl", _opts(videos))
+    assert _read(tmp_path / "text.jsonl") == _read(tmp_path / "int.jsonl")
+
+
+def test_surglavi_utf8_blobs_are_text(tmp_path, videos):
+    _touch(videos, "v1", "v2")
+    opts = _opts(videos, narration=True)
+    build_manifest("surglavi", _surglavi_db(tmp_path / "text.db"), tmp_path / "text.jsonl", opts)
+    blobs = _sql(_surglavi_db(tmp_path / "blob.db"), "UPDATE videos SET title = CAST(title AS BLOB)",
+                 "UPDATE captions SET caption = CAST(caption AS BLOB), raw_narration = CAST(raw_narration AS BLOB)")
+    build_manifest("surglavi", blobs, tmp_path / "blob.jsonl", opts)
+    assert _read(tmp_path / "blob.jsonl") == _read(tmp_path / "text.jsonl")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -544,20 +767,102 @@ def _surglavi_unknown_level(tmp_path):
     return "surglavi", src, "captions row caption_id=2: level_id"
 
 
+HUGE = 10 ** 400  # a valid JSON integer that no float can hold
+FINITE = "expected a finite number"
+UNICODE = "not valid Unicode text"
+
+
+def _howto_lone_surrogate(tmp_path):
+    src = _json(tmp_path / "h.json", {"ht_a": {"start": [0], "end": [1], "text": ["bad \ud800 text"]}})
+    return "howto100m", src, f"ht_a.text[0]: {UNICODE}"
+
+
+def _coin_lone_surrogate_key(tmp_path):
+    db = json.loads(json.dumps(COIN))
+    db["database"]["c\udc00"] = db["database"].pop("c3")
+    return "coin", _json(tmp_path / "coin.json", db), f"database: key 'c\\udc00' is {UNICODE}"
+
+
+def _coin_lone_surrogate_meta(tmp_path):
+    db = json.loads(json.dumps(COIN))
+    db["database"]["c1"]["class"] = "Make\udfffTea"
+    return "coin", _json(tmp_path / "coin.json", db), f"database.c1.class: {UNICODE}"
+
+
+def _howto_huge_time(tmp_path):
+    src = _json(tmp_path / "h.json", {"ht_a": {"start": [0], "end": [HUGE], "text": ["x"]}})
+    return "howto100m", src, f"ht_a.end[0]: {FINITE}"
+
+
+def _coin_huge_span(tmp_path):
+    db = json.loads(json.dumps(COIN))
+    db["database"]["c1"]["annotation"][0]["segment"] = [0, HUGE]
+    return "coin", _json(tmp_path / "coin.json", db), f"database.c1.annotation[0].segment[1]: {FINITE}"
+
+
+def _coin_huge_duration(tmp_path):
+    db = json.loads(json.dumps(COIN))
+    db["database"]["c2"]["duration"] = HUGE
+    return "coin", _json(tmp_path / "coin.json", db), f"database.c2.duration: {FINITE}"
+
+
+def _howto_blank_id(tmp_path):
+    src = _json(tmp_path / "h.json", {"ht_a": HOWTO["ht_b"], "": HOWTO["ht_b"]})
+    return "howto100m", src, "blank video id ''", "--keep-missing"
+
+
+def _coin_blank_id(tmp_path):
+    db = json.loads(json.dumps(COIN))
+    db["database"][" "] = db["database"].pop("c3")
+    return "coin", _json(tmp_path / "coin.json", db), "database: blank video id ' '", "--keep-missing"
+
+
+def _vript_blank_clip_id(tmp_path):
+    clip_id, scene = _scene("vX", 1, "x", [])
+    scene["clip_id"] = " "
+    src = _json(tmp_path / "vX_caption.json", _vript_doc("vX", [(clip_id, scene)]))
+    return "vript", src, f"data.{clip_id}.clip_id: blank clip id"
+
+
+def _surglavi_blank_video_id(tmp_path):
+    src = _sql(_surglavi_db(tmp_path / "s.db"), "UPDATE videos SET video_id = ' ' WHERE rowid = 2")
+    return "surglavi", src, "videos row rowid=2: video_id: blank", "--keep-missing"
+
+
+def _surglavi_null_video_id(tmp_path):
+    src = _sql(_surglavi_db(tmp_path / "s.db"), "UPDATE videos SET video_id = NULL WHERE rowid = 2")
+    return "surglavi", src, "videos row rowid=2: video_id: missing (NULL)", "--keep-missing"
+
+
+def _surglavi_null_caption_video_id(tmp_path):
+    src = _sql(_surglavi_db(tmp_path / "s.db"), "UPDATE captions SET video_id = NULL WHERE caption_id = 3")
+    return "surglavi", src, "captions row caption_id=3: video_id: missing (NULL)"
+
+
+def _surglavi_blob_not_utf8(tmp_path):
+    src = _sql(_surglavi_db(tmp_path / "s.db"), "UPDATE captions SET caption = X'FFFE' WHERE caption_id = 1")
+    return "surglavi", src, "captions row caption_id=1: caption: BLOB is not UTF-8"
+
+
+def _surglavi_infinite_fps(tmp_path):
+    src = _sql(_surglavi_db(tmp_path / "s.db"), "UPDATE videos SET fps = 9e999 WHERE video_id = 'v1'")
+    return "surglavi", src, f"videos row video_id=v1: fps: {FINITE}"
+
+
 @pytest.mark.parametrize("make", [
     _howto_bad_lengths, _howto_bad_number, _coin_bad_segment, _coin_no_database, _coin_bad_subset,
     _coin_invalid_json, _youcook2_bad_sentence, _vript_no_caption, _surglavi_not_sqlite, _surglavi_missing_column,
-    _surglavi_bad_time, _surglavi_unknown_level,
+    _surglavi_bad_time, _surglavi_unknown_level, _howto_lone_surrogate, _coin_lone_surrogate_key,
+    _coin_lone_surrogate_meta, _howto_huge_time, _coin_huge_span, _coin_huge_duration, _howto_blank_id,
+    _coin_blank_id, _vript_blank_clip_id, _surglavi_blank_video_id, _surglavi_null_video_id,
+    _surglavi_null_caption_video_id, _surglavi_blob_not_utf8, _surglavi_infinite_fps,
 ], ids=lambda f: f.__name__.strip("_"))
 def test_malformed_input_is_one_line(tmp_path, videos, capsys, make):
-    fmt, src, where = make(tmp_path)
+    fmt, src, where, *extra = make(tmp_path)
     _touch(videos, "ht_a", "c1", "c2", "y1", "vX-Scene-001", "v1")
     out = tmp_path / "out.jsonl"
-    assert main(["manifest", "build", fmt, str(src), "--videos", str(videos), "--out", str(out), "--no-progress"]) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    assert lines[0].startswith(f"videolang manifest: error: {src}: ") and where in lines[0], lines[0]
+    line = _one_line_error(capsys, [fmt, str(src), "--videos", str(videos), "--out", str(out), *extra])
+    assert line.startswith(f"videolang manifest: error: {src}: ") and where in line, line
     assert not out.exists()
 
 

@@ -58,6 +58,18 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _name(value: str) -> str:
+    """A non-blank value: a blank split or corpus would only fail validation after the whole build."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"must not be blank, got {value!r}")
+    return value
+
+
+# argparse names the type in its message ("invalid positive integer value: 'x'").
+_positive_int.__name__ = "positive integer"
+_name.__name__ = "name"
+
+
 def add_build_parser(actions) -> None:
     p = command_parser(
         actions,
@@ -72,7 +84,7 @@ def add_build_parser(actions) -> None:
             "  vript      folder of <vid>_caption.json files -> one record per scene clip\n"
             "  surglavi   SQLite database -> phase > step > task tree (inferred by time)\n"
             "Videos are found under --videos by file stem = video id (the clip id for vript). The result\n"
-            "is validated before it replaces --out. Rules: data_manifests/README.md."
+            "is validated before it replaces --out, which may not be SOURCE. Rules: data_manifests/README.md."
         ),
     )
     p.add_argument("format", choices=BUILD_FORMATS, metavar="FORMAT", help=" | ".join(BUILD_FORMATS))
@@ -80,8 +92,8 @@ def add_build_parser(actions) -> None:
     p.add_argument("--out", required=True, metavar="FILE.jsonl", help="manifest to write")
     p.add_argument("--videos", required=True, metavar="DIR",
                    help="folder searched recursively for <id>.mp4|mkv|webm|avi|mov")
-    p.add_argument("--split", help="split of every record (default: the source's, else train)")
-    p.add_argument("--corpus", help="corpus name of every record (default: the format name)")
+    p.add_argument("--split", type=_name, help="split of every record (default: the source's, else train)")
+    p.add_argument("--corpus", type=_name, help="corpus name of every record (default: the format name)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N source videos")
     p.add_argument("--keep-missing", action="store_true",
                    help="keep videos with no file, guessing DIR/<id>.mp4 (default: skip and count them)")

@@ -2,7 +2,7 @@
 video files, fixing overlaps, counting every change, and writing a manifest that is checked before use.
 
 Each builder (one module per source family) turns one public corpus's annotation files into
-`VideoRecord`s; everything the builders have in common lives here so each stays a short reading of
+`Built(record, changes)` items; everything the builders have in common lives here so each stays a short reading of
 its source format.
 """
 
@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, NoReturn, Optional, Sequence, TypeVar
 
 from videolang.data.manifest import LEVELS, Segment, VideoRecord
 from videolang.errors import VideolangError
@@ -37,6 +37,40 @@ class BuildError(VideolangError):
 
 # --------------------------------------------------------------------------------------------------
 # Reading JSON with key paths
+
+
+def is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates (JSON `"\\ud800"`, undecodable file names), which cannot be
+    written as UTF-8: checking where text is read lets the error name its source instead of the writer crashing."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates shown as `\\udXXX`, safe in any message."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _short(value: Any) -> str:
+    """A value as JSON, cut so a 400-digit number or a long list does not flood the error line."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(value: int | float) -> Optional[float]:
+    """`value` as a finite float, or None (infinite, NaN, or an integer too large for a float)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _type_name(value: Any) -> str:
@@ -95,7 +129,17 @@ class Field:
 
     def items(self) -> Iterator[tuple[str, "Field"]]:
         for key in self.mapping():
+            if not is_utf8(key):
+                self.fail(f"key '{printable(key)}' is not valid Unicode text (lone surrogate)")
             yield key, self.child(key)
+
+    def video_ids(self) -> list[tuple[str, "Field"]]:
+        """(video id, entry) pairs of an object keyed by video id; a blank id names no file, so it is an error."""
+        pairs = list(self.items())
+        for key, _ in pairs:
+            if not key.strip():
+                self.fail(f"blank video id {key!r} (a key of this object)")
+        return pairs
 
     def elements(self) -> Iterator["Field"]:
         for i in range(len(self.sequence())):
@@ -105,14 +149,31 @@ class Field:
         """A string, possibly empty (callers decide whether empty text is dropped or an error)."""
         if not isinstance(self.value, str):
             self.fail(f"expected a string, got {_type_name(self.value)}")
+        if not is_utf8(self.value):
+            self.fail(f"not valid Unicode text (lone surrogate): '{printable(self.value)[:60]}'")
         return self.value
 
+    def plain(self) -> Any:
+        """The value as is, for copying into `meta`: checked to hold only writable text and finite numbers."""
+        value = self.value
+        if isinstance(value, str):
+            self.text()
+        elif _is_number(value):
+            self.number()
+        elif isinstance(value, dict):
+            for _, child in self.items():
+                child.plain()
+        elif isinstance(value, list):
+            for child in self.elements():
+                child.plain()
+        return value
+
     def number(self) -> float:
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+        if not _is_number(self.value):
             self.fail(f"expected a number, got {_type_name(self.value)}")
-        value = float(self.value)
-        if not math.isfinite(value):
-            self.fail(f"expected a finite number, got {self.value}")
+        value = _finite(self.value)
+        if value is None:
+            self.fail(f"expected a finite number, got {_short(self.value)}")
         return value
 
     def time(self) -> float:
@@ -124,14 +185,12 @@ class Field:
     def span(self) -> tuple[float, float]:
         """A `[start, end]` pair of seconds with `0 <= start < end`."""
         value = self.value
-        ok = (
-            isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            and 0 <= value[0] < value[1]
-        )
-        if not ok:
-            self.fail(f"expected [start, end] with 0 <= start < end, got {json.dumps(value)[:60]}")
-        return float(value[0]), float(value[1])
+        if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
+            self.fail(f"expected [start, end] with 0 <= start < end, got {_short(value)}")
+        start, end = self.child(0).number(), self.child(1).number()
+        if not 0 <= start < end:
+            self.fail(f"expected [start, end] with 0 <= start < end, got {_short(value)}")
+        return start, end
 
 
 def read_json(path: Path) -> Field:
@@ -139,12 +198,16 @@ def read_json(path: Path) -> Field:
     if not path.is_file():
         raise BuildError(path, "", "file not found" if not path.exists() else "not a file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: files saved by Windows tools start with a BOM
             return Field(json.load(f), str(path))
     except json.JSONDecodeError as e:
         raise BuildError(path, "", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise BuildError(path, "", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise BuildError(path, "", f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise BuildError(path, "", "invalid JSON: nested too deeply") from None
     except OSError as e:
         raise BuildError(path, "", f"cannot read: {e.strerror}") from None
 
@@ -168,8 +231,26 @@ class BuildOptions:
 
 
 @dataclass
+class Changes:
+    """What building one record dropped, fixed or noted, by reason. Kept with the record and added to the
+    report only when the record is written, so the summary never counts videos that were skipped."""
+
+    dropped: Counter = field(default_factory=Counter)  # reason -> annotations
+    fixed: Counter = field(default_factory=Counter)  # reason -> annotations
+    notes: Counter = field(default_factory=Counter)  # reason -> annotations, kept as they are
+
+
+class Built(NamedTuple):
+    """A builder's output: one record and the changes made to build it."""
+
+    record: VideoRecord
+    changes: Changes
+
+
+@dataclass
 class BuildReport:
-    """Every count the summary prints; builders add to `skipped`, `dropped` and `fixed` by reason."""
+    """Every count the summary prints: builders add to `skipped` (videos); `dropped`, `fixed` and `notes`
+    are the sums of the written records' `Changes`."""
 
     format: str
     out: Path
@@ -184,10 +265,14 @@ class BuildReport:
     fixed: Counter = field(default_factory=Counter)  # reason -> annotations
     notes: Counter = field(default_factory=Counter)  # reason -> annotations, kept as they are
 
-    def count(self, record: VideoRecord) -> None:
+    def count(self, record: VideoRecord, changes: Changes) -> None:
+        """Add a record that is being written, with the changes made to build it."""
         self.records += 1
         self.segments.update(seg.level for seg in record.iter_segments())
         self.narration += len(record.narration)
+        self.dropped.update(changes.dropped)
+        self.fixed.update(changes.fixed)
+        self.notes.update(changes.notes)
 
     def lines(self) -> list[str]:
         """The human summary: what was written, then why anything was left out or changed."""
@@ -267,9 +352,12 @@ class VideoIndex:
 
 
 def relative_to_manifest(file: Path, out: Path) -> str:
-    """`file` relative to the manifest's folder (so the corpus can move as a whole), absolute otherwise."""
+    """`file` relative to the manifest's folder (so the corpus can move as a whole), absolute otherwise.
+
+    The folder is taken resolved, as readers resolve it (`path.resolve().parent`): when `--out`'s folder is
+    reached through a symlink, `..` must climb from where the manifest really is."""
     try:
-        return os.path.relpath(file.absolute(), out.absolute().parent)
+        return os.path.relpath(file.absolute(), out.absolute().parent.resolve())
     except ValueError:  # another drive on Windows
         return str(file.absolute())
 
@@ -313,6 +401,9 @@ class BuildContext:
             found = self.index.root / f"{record.video_id}.mp4"
         record.resolved_path = found.absolute()
         record.path = relative_to_manifest(found, self.report.out)
+        if not is_utf8(record.path):
+            raise BuildError(printable(str(found)), "", "file name is not valid UTF-8, so a manifest cannot "
+                             "hold its path; rename the file or folder")
         return True
 
 
@@ -325,7 +416,7 @@ def new_record(video_id: str, **fields: Any) -> VideoRecord:
     return VideoRecord(video_id=video_id, path="", resolved_path=Path(), **fields)
 
 
-def clip_to_duration(segments: list[Segment], duration: Optional[float], report: BuildReport) -> list[Segment]:
+def clip_to_duration(segments: list[Segment], duration: Optional[float], changes: Changes) -> list[Segment]:
     """Cut segments that run past the video's end (rounding in the source); drop those left empty."""
     if duration is None:
         return segments
@@ -333,15 +424,15 @@ def clip_to_duration(segments: list[Segment], duration: Optional[float], report:
     for seg in segments:
         if seg.end > duration:
             if seg.start >= duration:
-                report.dropped[f"{seg.level}(s) starting after the video's end"] += 1
+                changes.dropped[f"{seg.level}(s) starting after the video's end"] += 1
                 continue
             seg.end = duration
-            report.fixed[f"{seg.level}(s) cut at the video's end"] += 1
+            changes.fixed[f"{seg.level}(s) cut at the video's end"] += 1
         kept.append(seg)
     return kept
 
 
-def resolve_overlaps(siblings: list[Segment], report: BuildReport) -> list[Segment]:
+def resolve_overlaps(siblings: list[Segment], changes: Changes) -> list[Segment]:
     """Make same-level siblings a partition of time, deterministically: in (start, end) order, a segment
     that starts before the previous one ends is trimmed to start where it ends; one left empty is dropped.
 
@@ -350,27 +441,12 @@ def resolve_overlaps(siblings: list[Segment], report: BuildReport) -> list[Segme
     for seg in sorted(siblings, key=lambda s: (s.start, s.end)):
         if kept and seg.start < kept[-1].end:
             if seg.end <= kept[-1].end:
-                report.dropped[f"{seg.level}(s) inside an earlier overlapping {seg.level}"] += 1
+                changes.dropped[f"{seg.level}(s) inside an earlier overlapping {seg.level}"] += 1
                 continue
             seg.start = kept[-1].end
-            report.fixed[f"{seg.level} overlap(s) trimmed"] += 1
+            changes.fixed[f"{seg.level} overlap(s) trimmed"] += 1
         kept.append(seg)
     return kept
 
 
-def by_level(segments: Iterable[Segment]) -> dict[str, list[Segment]]:
-    groups: dict[str, list[Segment]] = {}
-    for seg in segments:
-        groups.setdefault(seg.level, []).append(seg)
-    return groups
-
-
-def resolve_overlaps_per_level(segments: list[Segment], report: BuildReport) -> list[Segment]:
-    """`resolve_overlaps` within each level of a sibling list that may mix levels; result sorted by start."""
-    out: list[Segment] = []
-    for level, group in by_level(segments).items():
-        out.extend(resolve_overlaps(group, report) if level != "clip" else group)
-    return sorted(out, key=lambda s: (s.start, s.end))
-
-
-Builder = Callable[[Path, BuildContext], Iterator[VideoRecord]]
+Builder = Callable[[Path, BuildContext], Iterator[Built]]

@@ -10,17 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from videolang.data.builders.common import BuildContext, Field, new_record, read_json
-from videolang.data.manifest import Narration, VideoRecord
+from videolang.data.builders.common import BuildContext, Built, Changes, Field, new_record, read_json
+from videolang.data.manifest import Narration
 
 COLUMNS = ("start", "end", "text")
 DROPPED = "narration sentence(s) with end <= start or empty text"
 
 
-def build_howto100m(source: Path, ctx: BuildContext) -> Iterator[VideoRecord]:
+def build_howto100m(source: Path, ctx: BuildContext) -> Iterator[Built]:
     top = read_json(source)
-    for video_id, entry in ctx.videos(list(top.items())):
-        yield new_record(video_id, narration=_narration(entry, ctx))
+    for video_id, entry in ctx.videos(top.video_ids()):
+        changes = Changes()
+        yield Built(new_record(video_id, narration=_narration(entry, changes)), changes)
 
 
 def _columns(entry: Field) -> list[list[Field]]:
@@ -32,12 +33,12 @@ def _columns(entry: Field) -> list[list[Field]]:
     return columns
 
 
-def _narration(entry: Field, ctx: BuildContext) -> list[Narration]:
+def _narration(entry: Field, changes: Changes) -> list[Narration]:
     out = []
     for start, end, text in zip(*_columns(entry)):
         sentence = Narration(start.time(), end.time(), text.text())
         if sentence.end <= sentence.start or not sentence.text.strip():
-            ctx.report.dropped[DROPPED] += 1
+            changes.dropped[DROPPED] += 1
             continue
         out.append(sentence)
     return out

@@ -3,9 +3,14 @@
 
 The database has no parent links, so the tree is inferred from time: each step goes under the phase it
 overlaps most (the one containing it, when one does), each task under the step it overlaps most (else
-the phase), and a child's span is clipped to its parent's. LLM segmentation leaves small overlaps between
-siblings, which our schema forbids: in time order, a sibling that starts before the previous one ends is
-trimmed to start where it ends, and dropped if nothing is left. Every such fix is counted.
+the phase), ties going to the earliest, and a child's span is clipped to its parent's. LLM segmentation
+leaves small overlaps between siblings, which our schema forbids: in time order, a sibling that starts
+before the previous one ends is trimmed to start where it ends, and dropped if nothing is left. Every
+such fix is counted.
+
+SQLite columns hold any type, so values are normalised as read: text stored as a UTF-8 BLOB is text,
+a level id stored as 3, 3.0 or '3' is one level; a NULL or blank video id, a BLOB that is not UTF-8 and
+a non-finite number are errors naming the row.
 
 Dual-modality filtering keeps, by default, only captions marked both surgical (`is_surgical_content`)
 and descriptive (`is_descriptive`). With `--narration`, the finest level's `raw_narration` (before the
@@ -24,12 +29,13 @@ from typing import Any, Iterator, Optional
 from videolang.data.builders.common import (
     BuildContext,
     BuildError,
-    BuildReport,
+    Built,
+    Changes,
     clip_to_duration,
     new_record,
     resolve_overlaps,
 )
-from videolang.data.manifest import LEVEL_RANK, Narration, Segment, VideoRecord
+from videolang.data.manifest import LEVEL_RANK, Narration, Segment
 
 TREE_LEVELS = ("phase", "step", "task")
 VIDEO_COLUMNS = ("video_id", "duration")
@@ -40,6 +46,7 @@ FILTERED = "caption(s) not both surgical and descriptive (dual-modality filter; 
 EMPTY_SPAN = "caption(s) with end_time <= start_time"
 EMPTY_TEXT = "caption(s) with empty text"
 NARRATION_DROPPED = "narration sentence(s) with end <= start or empty text"
+NARRATION_CUT = "narration sentence(s) cut at the video's end"
 
 
 @dataclass
@@ -93,32 +100,52 @@ class Database:
             raise self.fail("", f"cannot read: {e}") from None
 
 
-def build_surglavi(source: Path, ctx: BuildContext) -> Iterator[VideoRecord]:
+def build_surglavi(source: Path, ctx: BuildContext) -> Iterator[Built]:
     with closing(Database(source)) as db:
         levels = _levels(db)
         videos, captions = _videos(db), _captions(db, ctx)
     for video in ctx.videos(videos):
-        rows = captions.get(str(video["video_id"]), [])
-        yield _record(db, video, [_caption(db, row, levels) for row in rows], ctx)
+        video_id = _video_id(db, video, f"videos row rowid={video['rowid']}")
+        rows = captions.get(video_id, [])
+        yield _record(db, video_id, video, [_caption(db, row, levels) for row in rows], ctx)
 
 
 def _levels(db: Database) -> dict[Any, str]:
-    """level_id -> our level name, from the `levels` table."""
+    """level_id (normalised by `_level_key`) -> our level name, from the `levels` table."""
     db.columns("levels", ("level_id", "name"))
     out = {}
     for row in db.query("SELECT level_id, name FROM levels"):
-        name = str(row["name"] or "").strip().lower()
+        where = f"levels row level_id={row['level_id']}"
+        name = (_text(db, row, "name", where) or "").strip().lower()
         if name not in TREE_LEVELS:
-            raise db.fail(f"levels row level_id={row['level_id']}", f"unknown level name {row['name']!r}; "
-                          f"expected one of {', '.join(TREE_LEVELS)}")
-        out[row["level_id"]] = name
+            raise db.fail(where, f"unknown level name {row['name']!r}; expected one of {', '.join(TREE_LEVELS)}")
+        out[_level_key(row["level_id"])] = name
     return out
+
+
+def _level_key(value: Any) -> Any:
+    """A level id comparable across column types: SQLite may store one id as INTEGER 3 in `levels` and
+    as TEXT '3' (or REAL 3.0) in `captions`, which are the same level."""
+    if isinstance(value, str):
+        value = _parse_number(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _parse_number(text: str) -> int | float | str:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _videos(db: Database) -> list[sqlite3.Row]:
     present = db.columns("videos", VIDEO_COLUMNS)
     columns = list(VIDEO_COLUMNS) + [c for c in VIDEO_META_COLUMNS if c in present]
-    return db.query(f"SELECT {', '.join(columns)} FROM videos ORDER BY rowid")
+    return db.query(f"SELECT rowid, {', '.join(columns)} FROM videos ORDER BY rowid")
 
 
 def _captions(db: Database, ctx: BuildContext) -> dict[str, list[sqlite3.Row]]:
@@ -129,8 +156,31 @@ def _captions(db: Database, ctx: BuildContext) -> dict[str, list[sqlite3.Row]]:
     columns = list(CAPTION_COLUMNS) + [c for c in FILTER_COLUMNS + ("raw_narration",) if c in present]
     groups: dict[str, list[sqlite3.Row]] = {}
     for row in db.query(f"SELECT {', '.join(columns)} FROM captions ORDER BY rowid"):
-        groups.setdefault(str(row["video_id"]), []).append(row)
+        video_id = _video_id(db, row, f"captions row caption_id={row['caption_id']}")
+        groups.setdefault(video_id, []).append(row)
     return groups
+
+
+def _text(db: Database, row: sqlite3.Row, column: str, where: str) -> Optional[str]:
+    """A text column as `str`, or None for NULL. A BLOB is decoded as UTF-8 (never written as "b'...'"),
+    and one that is not UTF-8 is an error naming the row."""
+    value = row[column]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise db.fail(where, f"{column}: BLOB is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return None if value is None else str(value)
+
+
+def _video_id(db: Database, row: sqlite3.Row, where: str) -> str:
+    """The row's video_id as text; NULL or blank names no video (not the video "None"), so it is an error."""
+    video_id = _text(db, row, "video_id", where)
+    if video_id is None:
+        raise db.fail(where, "video_id: missing (NULL)")
+    if not video_id.strip():
+        raise db.fail(where, f"video_id: blank {video_id!r}")
+    return video_id
 
 
 def _number(db: Database, row: sqlite3.Row, column: str, where: str, required: bool) -> Optional[float]:
@@ -146,7 +196,8 @@ def _number(db: Database, row: sqlite3.Row, column: str, where: str, required: b
 
 def _caption(db: Database, row: sqlite3.Row, levels: dict[Any, str]) -> Caption:
     where = f"captions row caption_id={row['caption_id']}"
-    if row["level_id"] not in levels:
+    level = levels.get(_level_key(row["level_id"]))
+    if level is None:
         raise db.fail(where, f"level_id: {row['level_id']!r} is not in table levels")
     start = _number(db, row, "start_time", where, True)
     end = _number(db, row, "end_time", where, True)
@@ -154,43 +205,58 @@ def _caption(db: Database, row: sqlite3.Row, levels: dict[Any, str]) -> Caption:
         raise db.fail(where, f"{'start_time' if start < 0 else 'end_time'}: negative time")
     keys = row.keys()
     relevant = all(_flag(row[c]) for c in FILTER_COLUMNS if c in keys)
-    narration = row["raw_narration"] if "raw_narration" in keys and row["raw_narration"] is not None else ""
-    return Caption(row["caption_id"], levels[row["level_id"]], start, end, str(row["caption"] or ""),
-                   str(narration), relevant)
+    narration = _text(db, row, "raw_narration", where) if "raw_narration" in keys else None
+    return Caption(row["caption_id"], level, start, end, _text(db, row, "caption", where) or "",
+                   narration or "", relevant)
 
 
 def _flag(value: Any) -> bool:
     return value == 1 or str(value).strip().lower() in ("1", "true")
 
 
-def _record(db: Database, video: sqlite3.Row, captions: list[Caption], ctx: BuildContext) -> VideoRecord:
-    where = f"videos row video_id={video['video_id']}"
+def _record(db: Database, video_id: str, video: sqlite3.Row, captions: list[Caption], ctx: BuildContext) -> Built:
+    changes = Changes()
+    where = f"videos row video_id={video_id}"
     duration = _number(db, video, "duration", where, False)
     duration = duration if duration and duration > 0 else None
-    meta = {c: video[c] for c in VIDEO_META_COLUMNS if c in video.keys() and video[c] is not None}
-    narration = _narration(captions, duration, ctx.report) if ctx.options.narration else []
-    segments = clip_to_duration(_segments(captions, ctx), duration, ctx.report)
-    return new_record(str(video["video_id"]), duration=duration, meta=meta,
-                      segments=build_tree(segments, ctx.report), narration=narration)
+    narration = _narration(captions, duration, changes) if ctx.options.narration else []
+    segments = clip_to_duration(_segments(captions, ctx.options.filter, changes), duration, changes)
+    record = new_record(video_id, duration=duration, meta=_meta(db, video, where),
+                        segments=build_tree(segments, changes), narration=narration)
+    return Built(record, changes)
 
 
-def _segments(captions: list[Caption], ctx: BuildContext) -> list[Segment]:
+def _meta(db: Database, video: sqlite3.Row, where: str) -> dict[str, Any]:
+    """The video's title, fps, width and height when present; numbers must be finite (JSON has no Infinity)."""
+    meta: dict[str, Any] = {}
+    for column in VIDEO_META_COLUMNS:
+        if column not in video.keys() or video[column] is None:
+            continue
+        if column == "title":
+            meta[column] = _text(db, video, column, where)
+        else:
+            _number(db, video, column, where, False)
+            meta[column] = video[column]
+    return meta
+
+
+def _segments(captions: list[Caption], use_filter: bool, changes: Changes) -> list[Segment]:
     """Captions that pass the filter and have a span and text, as flat segments."""
     out = []
     for cap in captions:
-        if ctx.options.filter and not cap.relevant:
-            ctx.report.dropped[FILTERED] += 1
+        if use_filter and not cap.relevant:
+            changes.dropped[FILTERED] += 1
         elif cap.end <= cap.start:
-            ctx.report.dropped[EMPTY_SPAN] += 1
+            changes.dropped[EMPTY_SPAN] += 1
         elif not cap.text.strip():
-            ctx.report.dropped[EMPTY_TEXT] += 1
+            changes.dropped[EMPTY_TEXT] += 1
         else:
             out.append(Segment(cap.level, cap.start, cap.end, caption=cap.text))
     return out
 
 
-def _narration(captions: list[Caption], duration: Optional[float], report: BuildReport) -> list[Narration]:
-    """The finest level's raw narration in time order, cut at the video's end."""
+def _narration(captions: list[Caption], duration: Optional[float], changes: Changes) -> list[Narration]:
+    """The finest level's raw narration in time order, cut at the video's end (counted)."""
     present = {c.level for c in captions}
     if not present:
         return []
@@ -199,8 +265,10 @@ def _narration(captions: list[Caption], duration: Optional[float], report: Build
     for cap in sorted((c for c in captions if c.level == finest), key=lambda c: (c.start, c.end)):
         end = min(cap.end, duration) if duration is not None else cap.end
         if end <= cap.start or not cap.narration.strip():
-            report.dropped[NARRATION_DROPPED] += 1
+            changes.dropped[NARRATION_DROPPED] += 1
             continue
+        if end < cap.end:
+            changes.fixed[NARRATION_CUT] += 1
         out.append(Narration(cap.start, end, cap.narration))
     return out
 
@@ -215,7 +283,8 @@ def _overlap(a: Segment, b: Segment) -> float:
 
 def _best_parent(seg: Segment, placed: dict[str, list[Segment]]) -> Optional[Segment]:
     """The coarser segment `seg` overlaps most, looking at the next-coarser level first (a task goes
-    under a step when it overlaps any, else under a phase); ties go to the earliest."""
+    under a step when it overlaps any, else under a phase); ties go to the earliest, since `placed` is
+    kept in (start, end) order."""
     for level in reversed(TREE_LEVELS[: TREE_LEVELS.index(seg.level)]):
         best, best_overlap = None, 0.0
         for candidate in placed.get(level, []):
@@ -227,14 +296,14 @@ def _best_parent(seg: Segment, placed: dict[str, list[Segment]]) -> Optional[Seg
     return None
 
 
-def _clip_to_parent(seg: Segment, parent: Segment, report: BuildReport) -> None:
+def _clip_to_parent(seg: Segment, parent: Segment, changes: Changes) -> None:
     start, end = max(seg.start, parent.start), min(seg.end, parent.end)
     if (start, end) != (seg.start, seg.end):
         seg.start, seg.end = start, end
-        report.fixed[f"{seg.level}(s) clipped to their parent {parent.level}"] += 1
+        changes.fixed[f"{seg.level}(s) clipped to their parent {parent.level}"] += 1
 
 
-def build_tree(segments: list[Segment], report: BuildReport) -> list[Segment]:
+def build_tree(segments: list[Segment], changes: Changes) -> list[Segment]:
     """Nest flat phase/step/task segments by time (coarse levels first, so a child is matched against
     its parent's final span), clip children to parents and trim sibling overlaps; see the module doc."""
     roots: list[Segment] = []
@@ -244,15 +313,16 @@ def build_tree(segments: list[Segment], report: BuildReport) -> list[Segment]:
         for seg in sorted((s for s in segments if s.level == level), key=lambda s: (s.start, s.end)):
             parent = _best_parent(seg, placed)
             if parent is not None:
-                _clip_to_parent(seg, parent, report)
+                _clip_to_parent(seg, parent, changes)
             elif level != TREE_LEVELS[0] and any(placed.values()):
-                report.notes[f"{level}(s) outside every coarser segment, kept at the top level"] += 1
+                changes.notes[f"{level}(s) outside every coarser segment, kept at the top level"] += 1
             groups.setdefault(id(parent), (parent, []))[1].append(seg)
         placed[level] = []
         for parent, siblings in groups.values():
-            kept = resolve_overlaps(siblings, report)
+            kept = resolve_overlaps(siblings, changes)
             (parent.children if parent is not None else roots).extend(kept)
             placed[level].extend(kept)
+        placed[level].sort(key=lambda s: (s.start, s.end))  # for `_best_parent`'s tie-break
     _sort(roots)
     return roots
 

@@ -13,8 +13,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
 
-from videolang.data.builders.common import BuildContext, BuildError, Field, new_record, read_json
-from videolang.data.manifest import Segment, VideoRecord
+from videolang.data.builders.common import BuildContext, BuildError, Built, Changes, Field, new_record, read_json
+from videolang.data.manifest import Segment
 
 CAPTION_SUFFIX = "_caption.json"
 UNREADABLE = "clip(s) whose duration could not be read from the file"
@@ -37,25 +37,24 @@ def caption_files(source: Path) -> list[Path]:
     return files
 
 
-def build_vript(source: Path, ctx: BuildContext) -> Iterator[VideoRecord]:
-    if ctx.options.keep_missing:
-        raise BuildError(source, "", "--keep-missing cannot be used with vript: clip durations come from the files")
+def build_vript(source: Path, ctx: BuildContext) -> Iterator[Built]:
+    first_file: dict[str, str] = {}  # clip id -> the caption file that first listed it
     for file in ctx.videos(caption_files(source)):
-        yield from _video(read_json(file), ctx)
+        yield from _video(read_json(file), ctx, first_file)
 
 
-def _video(doc: Field, ctx: BuildContext) -> Iterator[VideoRecord]:
+def _video(doc: Field, ctx: BuildContext, first_file: dict[str, str]) -> Iterator[Built]:
     """The records of one source video's scenes, in file order."""
     meta = doc.optional("meta")  # the parent video's; each scene repeats what matters
-    for key, scene in doc.required("data").items():
-        clip_id = scene.optional("clip_id")
-        clip_id_text = clip_id.text() if clip_id is not None else key
+    data = doc.required("data")
+    for key, scene in data.items():
+        clip_id = _clip_id(key, scene, data, first_file)
         caption = scene.required("caption")
         content = caption.required("content").text()
         if not content.strip():
             ctx.report.skipped[EMPTY] += 1
             continue
-        file = ctx.find_video(clip_id_text)
+        file = ctx.find_video(clip_id)
         if file is None:
             continue
         duration = probe_duration(file)
@@ -63,7 +62,21 @@ def _video(doc: Field, ctx: BuildContext) -> Iterator[VideoRecord]:
             ctx.report.skipped[UNREADABLE] += 1
             continue
         segment = Segment("clip", 0.0, duration, caption=content, script=_script(caption))
-        yield new_record(clip_id_text, duration=duration, meta=_meta(meta, scene), segments=[segment])
+        yield Built(new_record(clip_id, duration=duration, meta=_meta(meta, scene), segments=[segment]), Changes())
+
+
+def _clip_id(key: str, scene: Field, data: Field, first_file: dict[str, str]) -> str:
+    """The scene's `clip_id` (else its key), checked to be non-blank and new; a repeat names both files,
+    since the same clip in two caption files is the usual cause."""
+    found = scene.optional("clip_id")
+    clip_id = found.text() if found is not None else key
+    where = found if found is not None else data
+    if not clip_id.strip():
+        where.fail(f"blank clip id {clip_id!r}")
+    if clip_id in first_file:
+        where.fail(f"clip id '{clip_id}' appears twice: also in {first_file[clip_id]}")
+    first_file[clip_id] = where.file
+    return clip_id
 
 
 def _script(caption: Field) -> dict[str, str]:
@@ -85,7 +98,7 @@ def _meta(video_meta: Optional[Field], scene: Field) -> dict:
             out[key] = found.text()
     voiceover = scene.optional("voiceover")
     if voiceover is not None:
-        out["voiceover"] = voiceover.value
+        out["voiceover"] = voiceover.plain()
     return out
 
 
