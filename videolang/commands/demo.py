@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     seg_dir.mkdir(exist_ok=True)
     seg = tasks.run_segmentation(em, val, tasks.EvalOptions(level="phase", fps=1.0, smooth=3, progress=False,
                                                             prompt="a {} scene"), seg_dir, videos)
-    print(f"      retrieval t2v R@1 {ret['t2v']['R@1']:.1f}  R@5 {ret['t2v']['R@5']:.1f}  over {ret['pairs']} "
+    print(f"      retrieval t2v R@1 {ret['t2v']['R@1']:.1f}  R@5 {ret['t2v']['R@5']:.1f}  over {ret['clips']} "
           f"clips (untrained model: chance level)")
     print(f"      segmentation acc {seg['acc']:.1f}  edit {seg['edit']:.1f}  F1@50 {seg['F1@50']:.1f}; "
           f"timelines in {seg_dir}")
