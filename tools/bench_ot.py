@@ -14,6 +14,7 @@ reports which solvers stay finite and feasible.
 
     python tools/bench_ot.py            # B = 64, 50 iterations, eps = 0.05, fp32 and fp64, 2 threads
     python tools/bench_ot.py --quick    # 9x9 and 33x33, 3 rounds
+    python tools/bench_ot.py --paragraph  # Norton's paragraph plans: fused solver vs the torch loop
 """
 
 from __future__ import annotations
@@ -153,6 +154,40 @@ def stability_table(args: argparse.Namespace) -> None:
         print(f"| {name} | {finite} | {err:.1e} |")
 
 
+def paragraph_table(args: argparse.Namespace) -> None:
+    """Norton's paragraph plans as `paragraph_loss` builds them (given marginals with padding, a bucket):
+    the fused solver against the torch loop it replaced on CPU, interleaved like the speed table."""
+    from videolang.losses import transport
+    from videolang.losses.paragraph import alignment_plan
+
+    gen = torch.Generator().manual_seed(2)
+    fused_limit = transport._FUSED_MAX_BYTES
+
+    def solve_with(limit: int) -> Solver:
+        def run(sim: torch.Tensor) -> object:
+            transport._FUSED_MAX_BYTES = limit
+            try:
+                return alignment_plan(sim, video_mask, text_mask, bucket)
+            finally:
+                transport._FUSED_MAX_BYTES = fused_limit
+
+        return run
+
+    print("| videos = paragraphs | clips K | problems | fused (ms) | torch loop (ms) | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for videos, k in ((16, 8), (32, 8), (16, 32)):
+        sim = torch.rand(videos, videos, k, k, generator=gen) * 2 - 1
+        video_mask = torch.ones(videos, k, dtype=torch.bool)
+        video_mask[::3, k // 2 :] = False  # every third video has only half its clips
+        text_mask = torch.ones(videos, k, dtype=torch.bool)
+        text_mask[1::3, k // 2 :] = False
+        bucket = torch.full((videos, videos, 1, 1), -0.2)
+        fns = {"fused": solve_with(fused_limit), "torch loop": solve_with(0)}
+        ms = {name: steady for name, (steady, _) in time_interleaved(fns, sim, args.rounds, args.block_ms / 1e3).items()}
+        print(f"| {videos} | {k} | {videos * videos} of {k + 1}x{k + 1} | {ms['fused']:.2f} | {ms['torch loop']:.2f}"
+              f" | {ms['torch loop'] / ms['fused']:.1f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="problems per batch")
@@ -165,11 +200,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stability-iters", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="9x9 and 33x33 only, 3 rounds, no sinkhorn_log loop")
+    parser.add_argument("--paragraph", action="store_true", help="only the paragraph-loss table (fp32, CPU)")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 33] or args.sizes[:1]
         args.rounds = 3
     torch.set_num_threads(args.threads)
+    if args.paragraph:
+        print(f"alignment_plan defaults (eps = 0.1, 50 iterations), fp32, {torch.get_num_threads()} threads\n")
+        paragraph_table(args)
+        return
     print(
         f"B = {args.batch}, {args.iters} iterations, eps = {args.eps}, uniform marginals, costs uniform in [0, 1], "
         f"{torch.get_num_threads()} threads, POT {ot.__version__}, torch {torch.__version__}\n"
