@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 
 import numpy as np
@@ -191,7 +192,7 @@ def test_bad_input_raises_one_line_error(kwargs, message):
 @pytest.mark.parametrize("domain", ["auto", "log"])
 def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     cost, a, b = random_problem(7, 9, 8, seed=13)
-    monkeypatch.setattr(transport, "_FUSED_MAX_BYTES", 0)  # groups belong to the torch loops
+    monkeypatch.setattr(transport, "_fused", lambda cost: False)  # groups belong to the torch loops
     whole = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
     # A budget of two problems per group splits the batch into 4 groups (the last one short).
     two_problems = 2 * (2 * 9 * 8 * cost.element_size())
@@ -202,43 +203,89 @@ def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("batch, n, m", [(16, 9, 9), (37, 33, 20), (3, 5, 7)])
+@pytest.mark.parametrize("batch, n, m", [(16, 9, 9), (37, 33, 20), (3, 5, 7), (5, 3, 4)])
 def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtype, batch, n, m):
-    # 37 problems fill one block of LANES and part of a second; 3 problems pad a block of 8 lanes.
+    # 16 problems fill whole blocks (2 to 16 lanes), 37 and 5 leave a block part-filled and 3 pad one;
+    # 9, 33, 5 and 3 rows leave 1 or 3 rows after the groups of four.
     cost, a, b = random_problem(batch, n, m, seed=n + m, dtype=dtype)
     assert transport._fused(cost)  # small CPU problems take the fused solver by default
     fast = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
     log = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b, domain="log")
-    monkeypatch.setattr(transport, "_FUSED_MAX_BYTES", 0)
-    assert not transport._fused(cost)
+    monkeypatch.setattr(transport, "_fused", lambda cost: False)
     plain = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
     atol = 1e-6 if dtype == torch.float32 else 1e-14
     torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
     torch.testing.assert_close(fast, log, rtol=0, atol=atol)
+    # Every instruction-set variant this CPU runs (the default is only the widest).
+    x = cost.numpy()
+    c_min = x.reshape(batch, -1).min(1)
+    for variant in fused_sinkhorn.variants():
+        plan = fused_sinkhorn.solve(x, c_min, 0.05, a.numpy(), b.numpy(), 50, None, 10, variant=variant)
+        torch.testing.assert_close(torch.from_numpy(plan), plain, rtol=0, atol=atol, msg=variant)
 
 
 def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
-    # One block and one cache group: both stop at the same check, so the plans agree to rounding.
-    cost, a, b = random_problem(5, 10, 10, seed=14)
+    # Two problems are one block in every variant and one cache group: both solvers stop at the same check.
+    cost, a, b = random_problem(2, 10, 10, seed=14)
     fast = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
-    monkeypatch.setattr(transport, "_FUSED_MAX_BYTES", 0)
+    monkeypatch.setattr(transport, "_fused", lambda cost: False)
     plain = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-15)
     assert (fast.sum(-2) - b).abs().sum(-1).max() < 1e-6
+    full = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b)
+    assert (fast - full).abs().max() > 1e-12  # it did stop early
 
 
 def test_fused_solver_only_for_small_cpu_problems(monkeypatch):
-    assert transport._fused(torch.empty(64, 33, 33, dtype=torch.float64))
-    assert transport._fused(torch.empty(64, 64, 64, dtype=torch.float32))
-    assert not transport._fused(torch.empty(64, 64, 64, dtype=torch.float64))
-    assert not transport._fused(torch.empty(64, 129, 129))
+    # Taken while the block of kernels it iterates over (N * M * vector bytes) fits the L2 budget.
+    monkeypatch.setattr(transport, "_CPU_CACHE_BYTES_PER_THREAD", fused_sinkhorn.block_bytes(33, 33))
+    for dtype in (torch.float32, torch.float64):
+        assert transport._fused(torch.empty(64, 33, 33, dtype=dtype))
+        assert not transport._fused(torch.empty(64, 33, 34, dtype=dtype))
     meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never the CPU solver
     assert not transport._fused(meta)
     cost, a, b = random_problem(4, 9, 9, seed=17)
     fused = sinkhorn(cost, 0.05, n_iters=40, a=a, b=b)
-    monkeypatch.setattr(fused_sinkhorn, "numba", None)  # without Numba the torch loop takes over
+    monkeypatch.setattr(fused_sinkhorn, "_sinkhorn_kernel", None)  # not built: the torch loop takes over
+    assert not fused_sinkhorn.available() and fused_sinkhorn.variants() == []
     assert not transport._fused(cost)
     torch.testing.assert_close(sinkhorn(cost, 0.05, n_iters=40, a=a, b=b), fused, rtol=0, atol=1e-14)
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler to build the extension")
+def test_the_extension_is_built_where_a_compiler_exists():
+    # An install that silently lost the extension would still pass every other test, on the slow path.
+    assert fused_sinkhorn.available()
+    assert fused_sinkhorn.variants()[-1] == "base"  # the portable variant runs everywhere
+
+
+def test_the_extension_refuses_arrays_it_cannot_solve_in_place():
+    from videolang.losses import _sinkhorn_kernel as kernel
+
+    k = np.ones((2, 3, 4))
+    a, b = np.full((2, 3), 1 / 3), np.full((2, 4), 1 / 4)
+    kernel.solve(k, a, b, 5, -1.0, 10)
+    np.testing.assert_allclose(k.sum(-1), a, rtol=1e-12)
+    bad = [
+        ((k.astype(np.float32), a, b, 5, -1.0, 10), "one dtype"),
+        ((k, np.ascontiguousarray(a[:, :2]), b, 5, -1.0, 10), r"\[B, N\]"),
+        ((k, a, b[:1], 5, -1.0, 10), r"\[B, N\]"),
+        ((k, a, b, 0, -1.0, 10), "positive"),
+        ((k, a, b, 5, -1.0, 0), "positive"),
+        ((k.astype(np.int64), a, b, 5, -1.0, 10), "float32 or float64"),
+        ((k[0], a, b, 5, -1.0, 10), "3-d"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            kernel.solve(*args)
+    with pytest.raises(ValueError, match="not available"):
+        kernel.solve(k, a, b, 5, -1.0, 10, "no-such-isa")
+    with pytest.raises((BufferError, ValueError)):  # not C-contiguous: no in-place solve on a copy
+        kernel.solve(np.ones((2, 4, 3)).transpose(0, 2, 1), a, b, 5, -1.0, 10)
+    read_only = np.ones((2, 3, 4))
+    read_only.flags.writeable = False
+    with pytest.raises((BufferError, ValueError)):
+        kernel.solve(read_only, a, b, 5, -1.0, 10)
 
 
 def test_inspection_agrees_between_numpy_and_torch():

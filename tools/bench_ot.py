@@ -6,8 +6,9 @@ alike; see `time_interleaved` for what is timed):
   --quick, of `ot.sinkhorn(method="sinkhorn_log")`;
 - POT's batched solver `ot.batch.solve_batch` on torch tensors, log domain (its default for reg > 0) and
   kernel domain;
-- ours with `domain="auto"` (kernel updates where provably safe, which holds for these problems) and
-  with `domain="log"`.
+- ours with `domain="auto"` (kernel updates where provably safe, which holds for these problems: on CPU
+  the fused C solver), the same with the fused solver switched off (torch's grouped loop, what runs where
+  the extension could not be built), and with `domain="log"`.
 Sizes default to Norton's paragraphs (8 and 32 clips plus the prompt bucket: 9x9, 33x33) and 129x129.
 A second table solves problems where kernel-domain updates underflow (eps = 0.01, costs up to 100) and
 reports which solvers stay finite and feasible.
@@ -29,7 +30,7 @@ import numpy as np
 import ot
 import torch
 
-from videolang.losses import sinkhorn
+from videolang.losses import fused_sinkhorn, sinkhorn, transport
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 Solver = Callable[[torch.Tensor], object]
@@ -50,12 +51,28 @@ def pot_batch(cost: torch.Tensor, eps: float, iters: int, method: str) -> torch.
     return ot.batch.solve_batch(cost, eps, max_iter=iters, tol=0.0, method=method, grad="detach").plan
 
 
+def without_fused(fn: Solver) -> Solver:
+    """`fn` with the fused solver switched off: the kernel route runs torch's grouped loop, as it does
+    where the C extension could not be built."""
+
+    def run(cost: torch.Tensor) -> object:
+        fused = transport._fused
+        transport._fused = lambda c: False
+        try:
+            return fn(cost)
+        finally:
+            transport._fused = fused
+
+    return run
+
+
 def solvers(eps: float, iters: int, with_log_loop: bool) -> dict[str, Solver]:
     table: dict[str, Solver] = {
         "POT loop sinkhorn": lambda c: pot_loop(c, eps, iters, "sinkhorn"),
         "POT batch log": lambda c: pot_batch(c, eps, iters, "log_sinkhorn"),
         "POT batch kernel": lambda c: pot_batch(c, eps, iters, "sinkhorn"),
         "ours auto": lambda c: sinkhorn(c, eps, iters),
+        "ours torch loop": without_fused(lambda c: sinkhorn(c, eps, iters)),
         "ours log": lambda c: sinkhorn(c, eps, iters, domain="log"),
     }
     if with_log_loop:
@@ -157,21 +174,12 @@ def stability_table(args: argparse.Namespace) -> None:
 def paragraph_table(args: argparse.Namespace) -> None:
     """Norton's paragraph plans as `paragraph_loss` builds them (given marginals with padding, a bucket):
     the fused solver against the torch loop it replaced on CPU, interleaved like the speed table."""
-    from videolang.losses import transport
     from videolang.losses.paragraph import alignment_plan
 
     gen = torch.Generator().manual_seed(2)
-    fused_limit = transport._FUSED_MAX_BYTES
 
-    def solve_with(limit: int) -> Solver:
-        def run(sim: torch.Tensor) -> object:
-            transport._FUSED_MAX_BYTES = limit
-            try:
-                return alignment_plan(sim, video_mask, text_mask, bucket)
-            finally:
-                transport._FUSED_MAX_BYTES = fused_limit
-
-        return run
+    def plan(sim: torch.Tensor) -> object:
+        return alignment_plan(sim, video_mask, text_mask, bucket)
 
     print("| videos = paragraphs | clips K | problems | fused (ms) | torch loop (ms) | speed-up |")
     print("|---|---|---|---|---|---|")
@@ -182,7 +190,7 @@ def paragraph_table(args: argparse.Namespace) -> None:
         text_mask = torch.ones(videos, k, dtype=torch.bool)
         text_mask[1::3, k // 2 :] = False
         bucket = torch.full((videos, videos, 1, 1), -0.2)
-        fns = {"fused": solve_with(fused_limit), "torch loop": solve_with(0)}
+        fns = {"fused": plan, "torch loop": without_fused(plan)}
         ms = {name: steady for name, (steady, _) in time_interleaved(fns, sim, args.rounds, args.block_ms / 1e3).items()}
         print(f"| {videos} | {k} | {videos * videos} of {k + 1}x{k + 1} | {ms['fused']:.2f} | {ms['torch loop']:.2f}"
               f" | {ms['torch loop'] / ms['fused']:.1f}x |", flush=True)
@@ -212,7 +220,8 @@ def main() -> None:
         return
     print(
         f"B = {args.batch}, {args.iters} iterations, eps = {args.eps}, uniform marginals, costs uniform in [0, 1], "
-        f"{torch.get_num_threads()} threads, POT {ot.__version__}, torch {torch.__version__}\n"
+        f"{torch.get_num_threads()} threads, POT {ot.__version__}, torch {torch.__version__}, "
+        f"fused solver variants {fused_sinkhorn.variants() or 'not built'}\n"
     )
     speed_table(args)
     print()

@@ -52,9 +52,6 @@ def _l2_budget(default: int = 1 << 20) -> int:
 # On CPU, problems are solved in groups whose two [N, M] working arrays fit in about this much L2 cache
 # per thread, so the 2 * n_iters passes over them hit cache instead of memory (~2x at 129 x 129).
 _CPU_CACHE_BYTES_PER_THREAD = _l2_budget()
-# CPU problems of up to this many bytes (N * M * itemsize) take the fused solver; above, torch's grouped loop
-# is as fast or faster (crossover measured at 57-65 squared in fp32, 41-49 squared in fp64: docs/bench_ot.md).
-_FUSED_MAX_BYTES = 16 << 10
 
 
 @torch.no_grad()
@@ -74,7 +71,8 @@ def sinkhorn(
     `a` ([N] or [B, N]) and `b` ([M] or [B, M]) are non-negative marginals with equal total mass,
     uniform summing to 1 when omitted. Runs `n_iters` iterations, or stops early once the L1 error of the
     column marginal (the row marginal is exact after each iteration) is below `tol` in every problem of
-    a group (the whole batch; on CPU a cache-sized group, or a block of 32 problems on the fused path),
+    a group (the whole batch; on CPU a cache-sized group, or a block of 4 to 16 problems, one SIMD
+    vector's width, on the fused path),
     checked every `check_every` iterations.
     No gradient flows through the plan: the losses use it as a target. Half-precision costs are solved
     in fp32; the plan has the cost's dtype.
@@ -210,9 +208,15 @@ def _kernel_limit(dtype: torch.dtype) -> float:
 
 
 def _fused(cost: Tensor) -> bool:
-    """Whether the fused solver takes these problems: on CPU, with Numba present, and small ones only."""
-    problem_bytes = cost.shape[1] * cost.shape[2] * cost.element_size()
-    return cost.device.type == "cpu" and fused_sinkhorn.available() and problem_bytes <= _FUSED_MAX_BYTES
+    """Whether the fused solver takes these problems: on CPU, with its extension built, and only while the
+    block of kernels it iterates over fits the L2 budget. Beyond, torch's grouped loop on all threads is
+    faster (measured with 2 threads: the fused solver 1.05-1.7x faster up to 129 x 129, whose block fills
+    1 MiB, and 1.4-1.7x slower at 193 x 193, 2.4 MiB)."""
+    return (
+        cost.device.type == "cpu"
+        and fused_sinkhorn.available()
+        and fused_sinkhorn.block_bytes(cost.shape[1], cost.shape[2]) <= _CPU_CACHE_BYTES_PER_THREAD
+    )
 
 
 def _kernel_iterations(
