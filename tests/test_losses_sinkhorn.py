@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import ot
@@ -13,6 +14,7 @@ import torch
 
 from videolang.losses import LossError, sinkhorn
 from videolang.losses import fused_sinkhorn, transport
+from videolang.utils import cpu
 
 
 def random_problem(batch, n, m, *, seed, dtype=torch.float64, scale=1.0, uniform=False):
@@ -192,7 +194,7 @@ def test_bad_input_raises_one_line_error(kwargs, message):
 @pytest.mark.parametrize("domain", ["auto", "log"])
 def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     cost, a, b = random_problem(7, 9, 8, seed=13)
-    monkeypatch.setattr(transport, "_fused", lambda cost: False)  # groups belong to the torch loops
+    monkeypatch.setattr(transport, "_fused_variant", lambda cost: None)  # groups belong to the torch loops
     whole = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
     # A budget of two problems per group splits the batch into 4 groups (the last one short).
     two_problems = 2 * (2 * 9 * 8 * cost.element_size())
@@ -208,10 +210,10 @@ def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtyp
     # 16 problems fill whole blocks (2 to 16 lanes), 37 and 5 leave a block part-filled and 3 pad one;
     # 9, 33, 5 and 3 rows leave 1 or 3 rows after the groups of four.
     cost, a, b = random_problem(batch, n, m, seed=n + m, dtype=dtype)
-    assert transport._fused(cost)  # small CPU problems take the fused solver by default
+    assert transport._fused_variant(cost)  # small CPU problems take the fused solver by default
     fast = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
     log = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b, domain="log")
-    monkeypatch.setattr(transport, "_fused", lambda cost: False)
+    monkeypatch.setattr(transport, "_fused_variant", lambda cost: None)
     plain = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
     atol = 1e-6 if dtype == torch.float32 else 1e-14
     torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
@@ -224,11 +226,21 @@ def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtyp
         torch.testing.assert_close(torch.from_numpy(plan), plain, rtol=0, atol=atol, msg=variant)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_solver_takes_costs_of_any_layout(dtype):
+    # A transposed (non-contiguous) cost: the solver works in place on a C-ordered kernel of its own.
+    cost, a, b = random_problem(6, 9, 7, seed=21, dtype=dtype)
+    view = cost.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not view.is_contiguous() and transport._fused_variant(view)
+    torch.testing.assert_close(sinkhorn(view, 0.05, 30, a, b), sinkhorn(cost, 0.05, 30, a, b), rtol=0, atol=0)
+    assert torch.equal(view, cost)  # the caller's cost is untouched
+
+
 def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
     # Two problems are one block in every variant and one cache group: both solvers stop at the same check.
     cost, a, b = random_problem(2, 10, 10, seed=14)
     fast = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
-    monkeypatch.setattr(transport, "_fused", lambda cost: False)
+    monkeypatch.setattr(transport, "_fused_variant", lambda cost: None)
     plain = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-15)
     assert (fast.sum(-2) - b).abs().sum(-1).max() < 1e-6
@@ -236,19 +248,19 @@ def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
     assert (fast - full).abs().max() > 1e-12  # it did stop early
 
 
-def test_fused_solver_only_for_small_cpu_problems(monkeypatch):
-    # Taken while the block of kernels it iterates over (N * M * vector bytes) fits the L2 budget.
-    monkeypatch.setattr(transport, "_CPU_CACHE_BYTES_PER_THREAD", fused_sinkhorn.block_bytes(33, 33))
-    for dtype in (torch.float32, torch.float64):
-        assert transport._fused(torch.empty(64, 33, 33, dtype=dtype))
-        assert not transport._fused(torch.empty(64, 33, 34, dtype=dtype))
+def test_fused_solver_only_on_cpu_and_with_the_extension(monkeypatch):
+    assert transport._fused_variant(torch.empty(64, 33, 33, dtype=torch.float64)) in fused_sinkhorn.variants()
     meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never the CPU solver
-    assert not transport._fused(meta)
+    assert transport._fused_variant(meta) is None
+    monkeypatch.setattr(transport, "_CPU_CACHE_BYTES_PER_THREAD", 0)
+    monkeypatch.setattr(transport, "_L1_BYTES", 0)
+    assert transport._fused_variant(torch.empty(64, 9, 9)) is None  # no block fits: the torch loop
+    monkeypatch.undo()
     cost, a, b = random_problem(4, 9, 9, seed=17)
     fused = sinkhorn(cost, 0.05, n_iters=40, a=a, b=b)
     monkeypatch.setattr(fused_sinkhorn, "_sinkhorn_kernel", None)  # not built: the torch loop takes over
     assert not fused_sinkhorn.available() and fused_sinkhorn.variants() == []
-    assert not transport._fused(cost)
+    assert transport._fused_variant(cost) is None
     torch.testing.assert_close(sinkhorn(cost, 0.05, n_iters=40, a=a, b=b), fused, rtol=0, atol=1e-14)
 
 
@@ -318,16 +330,38 @@ def test_default_marginals_give_the_plan_of_explicit_uniform_ones():
     torch.testing.assert_close(sinkhorn(cost, 0.1), sinkhorn(cost, 0.1, a=a, b=b), rtol=0, atol=1e-15)
 
 
-def test_l2_budget_reads_sysfs_or_falls_back(tmp_path, monkeypatch):
-    for name, level, size in [("index0", "1", "48K"), ("index2", "2", "2048K")]:
+def test_cache_sizes_read_from_sysfs_or_none(tmp_path, monkeypatch):
+    for name, level, kind, size in [("index0", "1", "Data", "48K"), ("index1", "1", "Instruction", "64K"),
+                                    ("index2", "2", "Unified", "2048K"), ("index3", "3", "Unified", "480M")]:
         (tmp_path / name).mkdir()
-        (tmp_path / name / "level").write_text(level + "\n")
-        (tmp_path / name / "size").write_text(size + "\n")
-    real_path = transport.Path
-    monkeypatch.setattr(transport, "Path", lambda p: real_path(tmp_path))
+        for field, value in (("level", level), ("type", kind), ("size", size)):
+            (tmp_path / name / field).write_text(value + "\n")
+    assert cpu.cache_bytes(1, tmp_path) == 48 << 10  # data, not instruction cache
+    assert cpu.cache_bytes(2, tmp_path) == 2048 << 10
+    assert cpu.cache_bytes(3, tmp_path) == 480 << 20
+    assert cpu.cache_bytes(4, tmp_path) is None
+    assert cpu.cache_bytes(2, tmp_path / "missing") is None
+    monkeypatch.setattr(cpu, "cache_bytes", lambda level: 2048 << 10)
     assert transport._l2_budget() == 2048 * 1024 * 3 // 4
-    monkeypatch.setattr(transport, "Path", lambda p: real_path(tmp_path / "missing"))
+    monkeypatch.setattr(cpu, "cache_bytes", lambda level: None)
     assert transport._l2_budget(default=123) == 123
+
+
+def test_variant_pick_keeps_the_block_in_the_nearest_cache(monkeypatch):
+    found = [("avx512", 64), ("avx2", 32), ("base", 16)]
+    monkeypatch.setattr(fused_sinkhorn, "_sinkhorn_kernel", SimpleNamespace(variants=lambda: found))
+    l1, l2 = 48 << 10, 1536 << 10
+
+    def pick(n):
+        return fused_sinkhorn.pick(n, n, l1, l2)
+
+    assert pick(9) == "avx512"  # 5 KiB: in L1 either way, the widest
+    assert pick(33) == "avx2"  # 70 KiB does not fit L1, 35 KiB does
+    assert pick(41) == "avx512"  # neither fits L1, both fit L2: the widest; never the 16-byte one
+    assert pick(161) == "avx2"  # 1.6 MiB does not fit the L2 budget, 0.8 MiB does
+    assert pick(257) is None  # nothing fits: the torch loop
+    found[:2] = []
+    assert pick(129) == "base"  # the only one this CPU runs
 
 
 def test_bfloat16_marginals_are_accepted_on_cpu():

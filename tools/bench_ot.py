@@ -16,6 +16,7 @@ reports which solvers stay finite and feasible.
     python tools/bench_ot.py            # B = 64, 50 iterations, eps = 0.05, fp32 and fp64, 2 threads
     python tools/bench_ot.py --quick    # 9x9 and 33x33, 3 rounds
     python tools/bench_ot.py --paragraph  # Norton's paragraph plans: fused solver vs the torch loop
+    python tools/bench_ot.py --variants --sizes 9 33 65 129  # the fused solver's instruction sets
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def without_fused(fn: Solver) -> Solver:
     where the C extension could not be built."""
 
     def run(cost: torch.Tensor) -> object:
-        fused = transport._fused
-        transport._fused = lambda c: False
+        fused = transport._fused_variant
+        transport._fused_variant = lambda c: None
         try:
             return fn(cost)
         finally:
-            transport._fused = fused
+            transport._fused_variant = fused
 
     return run
 
@@ -196,6 +197,31 @@ def paragraph_table(args: argparse.Namespace) -> None:
               f" | {ms['torch loop'] / ms['fused']:.1f}x |", flush=True)
 
 
+def variants_table(args: argparse.Namespace) -> None:
+    """The fused solver's instruction-set variants side by side (and the one `pick` takes), and the torch
+    loop that runs where the extension is not built, on the same problems."""
+    gen = torch.Generator().manual_seed(3)
+    names = fused_sinkhorn.variants()
+    print("| size | dtype | " + " | ".join(f"{v} (ms)" for v in names) + " | torch loop (ms) | picked | torch loop / picked |")
+    print("|" + "---|" * (len(names) + 5))
+    for size in args.sizes:
+        for dname in args.dtypes:
+            cost = torch.rand(args.batch, size, size, generator=gen, dtype=torch.float64).to(DTYPES[dname])
+            x = cost.numpy()
+            c_min = x.reshape(len(x), -1).min(1)
+            a = np.full((len(x), size), 1.0 / size, x.dtype)
+
+            def fused(variant: str) -> Solver:
+                return lambda c: fused_sinkhorn.solve(x, c_min, args.eps, a, a, args.iters, None, 10, variant)
+
+            fns = {v: fused(v) for v in names}
+            fns["torch loop"] = without_fused(lambda c: sinkhorn(c, args.eps, args.iters))
+            ms = {name: steady for name, (steady, _) in time_interleaved(fns, cost, args.rounds, args.block_ms / 1e3).items()}
+            picked = transport._fused_variant(cost) or "torch loop"
+            print(f"| {size}x{size} | {dname} | " + " | ".join(f"{ms[v]:.3f}" for v in names)
+                  + f" | {ms['torch loop']:.3f} | {picked} | {ms['torch loop'] / ms[picked]:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="problems per batch")
@@ -209,11 +235,18 @@ def main() -> None:
     parser.add_argument("--stability-iters", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="9x9 and 33x33 only, 3 rounds, no sinkhorn_log loop")
     parser.add_argument("--paragraph", action="store_true", help="only the paragraph-loss table (fp32, CPU)")
+    parser.add_argument("--variants", action="store_true", help="only the fused solver's instruction-set variants")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 33] or args.sizes[:1]
         args.rounds = 3
     torch.set_num_threads(args.threads)
+    if args.variants:
+        if not fused_sinkhorn.available():
+            raise SystemExit("bench_ot: the fused solver's extension is not built")
+        print(f"Fused solver variants, steady ms per call, B = {args.batch}, {args.iters} it., {torch.get_num_threads()} threads\n")
+        variants_table(args)
+        return
     if args.paragraph:
         print(f"alignment_plan defaults (eps = 0.1, 50 iterations), fp32, {torch.get_num_threads()} threads\n")
         paragraph_table(args)

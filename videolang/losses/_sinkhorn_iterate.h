@@ -43,11 +43,16 @@ static SK_ATTR int SK_NAME(SK_T *k, const SK_T *a, const SK_T *b, int64_t batch,
     for (int64_t c0 = 0; c0 < batch; c0 += W) {
         const int64_t real = batch - c0 < W ? batch - c0 : W;
         /* Pack the block; unused lanes get K = 1 and uniform marginals, which stay finite. */
-        for (int64_t w = 0; w < W; w++) {
+        for (int64_t w = 0; w < real; w++) {
             const SK_T *kp = k + (c0 + w) * nm, *ap = a + (c0 + w) * n, *bp = b + (c0 + w) * m;
-            for (int64_t e = 0; e < nm; e++) kw[e * W + w] = w < real ? kp[e] : (SK_T)1;
-            for (int64_t i = 0; i < n; i++) aw[i * W + w] = w < real ? ap[i] : (SK_T)1 / (SK_T)n;
-            for (int64_t j = 0; j < m; j++) bw[j * W + w] = w < real ? bp[j] : (SK_T)1 / (SK_T)m;
+            for (int64_t e = 0; e < nm; e++) kw[e * W + w] = kp[e];
+            for (int64_t i = 0; i < n; i++) aw[i * W + w] = ap[i];
+            for (int64_t j = 0; j < m; j++) bw[j * W + w] = bp[j];
+        }
+        for (int64_t w = real; w < W; w++) {
+            for (int64_t e = 0; e < nm; e++) kw[e * W + w] = 1;
+            for (int64_t i = 0; i < n; i++) aw[i * W + w] = (SK_T)1 / (SK_T)n;
+            for (int64_t j = 0; j < m; j++) bw[j * W + w] = (SK_T)1 / (SK_T)m;
         }
         /* K^T u for the starting u = 1: column sums. */
         for (int64_t j = 0; j < m; j++) {

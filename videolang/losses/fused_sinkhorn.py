@@ -8,7 +8,7 @@ however small the problems. The C extension `_sinkhorn_kernel` (built by setup.p
   batch-innermost, so every update is one SIMD operation over that many problems;
 - K v runs over four rows at once with the accumulators in registers, and each group of rows adds its share
   of K^T u while still in L1 cache, so each kernel entry is read from L2 once per iteration;
-- the widest instruction set the CPU has is picked at run time (AVX-512, AVX2 + FMA, or 16-byte vectors).
+- it is compiled for AVX-512, AVX2 + FMA and 16-byte vectors; `pick` chooses among those the CPU runs.
 It runs on the calling thread, with the GIL released: splitting the batch over two threads measured
 1.3-1.45x faster in isolation, but no faster right after torch's own parallel ops, whose OpenMP workers keep
 spinning on the other cores for a while, which is where a training step calls it.
@@ -35,14 +35,25 @@ def available() -> bool:
 
 
 def variants() -> list[str]:
-    """Instruction-set variants of the compiled solver this CPU runs, the default (widest) first."""
+    """Instruction-set variants of the compiled solver this CPU runs, widest first."""
     return [name for name, _ in _sinkhorn_kernel.variants()] if _sinkhorn_kernel is not None else []
 
 
-def block_bytes(n: int, m: int) -> int:
-    """Bytes of the kernel block the default variant iterates over for N x M problems: N * M * vector bytes
-    (the same for fp32 and fp64: a vector holds 16 or 8 problems' entries). 0 without the extension."""
-    return n * m * _sinkhorn_kernel.variants()[0][1] if _sinkhorn_kernel is not None else 0
+def pick(n: int, m: int, l1_bytes: int, l2_bytes: int) -> Optional[str]:
+    """The variant for N x M problems, given the L1 size and the L2 budget per core, or None where the
+    torch loop is faster. A variant iterates over a block of kernels of N * M * its vector bytes:
+    the widest variant whose block fits in L1, else the widest whose block fits the L2 budget, else None.
+    Measured (docs/bench_ot.md): at 33 x 33 AVX2's 35 KiB block in a 48 KiB L1 beats AVX-512's 70 KiB one by
+    1.1-1.15x, where both fit L1 AVX-512 is 1.05-1.4x faster, at 161 x 161 AVX2's 0.8 MiB block beats
+    AVX-512's 1.6 MiB one by 1.15x, and where no block fits the L2 budget (193 x 193 and up) torch's loop on
+    all cores is as fast or faster. 16-byte vectors only where nothing wider runs (always the slowest)."""
+    found = _sinkhorn_kernel.variants() if _sinkhorn_kernel is not None else []
+    wide = [v for v in found if v[1] >= 32] or found
+    for budget in (l1_bytes, l2_bytes):
+        for name, vector_bytes in wide:
+            if n * m * vector_bytes <= budget:
+                return name
+    return None
 
 
 def solve(
@@ -54,7 +65,7 @@ def solve(
     n_iters: int,
     tol: Optional[float],
     check_every: int,
-    variant: Optional[str] = None,
+    variant: str,
 ) -> np.ndarray:
     """Plans `[B, N, M]` = diag(u) K diag(v) after `n_iters` iterations from u = 1, K = exp((c_min - C) / eps).
 
@@ -62,12 +73,12 @@ def solve(
     checked that the kernel route is safe), `a` `[B, N]` and `b` `[B, M]` the marginals, all of one float
     dtype. With `tol`, a block of problems (one vector's width) stops once each of its column marginals is
     within `tol` in L1, checked every `check_every` iterations (rows are exact after every iteration).
-    `variant` forces one of `variants()` (tests compare them).
+    `variant` is one of `variants()`, normally `pick`'s choice.
     """
     if _sinkhorn_kernel is None:
         raise RuntimeError("the fused Sinkhorn extension is not built; reinstall videolang with a C compiler")
     # The kernel is computed into the array that becomes the plan: the solver works in place.
-    plan = np.subtract(c_min[:, None, None], cost)
+    plan = np.subtract(c_min[:, None, None], cost, order="C")  # C order whatever the cost's strides
     np.exp(np.divide(plan, eps, out=plan), out=plan)
     dtype = plan.dtype
     a, b = np.ascontiguousarray(a, dtype), np.ascontiguousarray(b, dtype)
@@ -75,4 +86,4 @@ def solve(
     return plan
 
 
-__all__ = ["available", "block_bytes", "solve", "variants"]
+__all__ = ["available", "pick", "solve", "variants"]

@@ -19,7 +19,6 @@ kernel-route batches of small problems run fused in one compiled call (`fused_si
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Literal, Optional, Union
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from videolang.losses import fused_sinkhorn
 from videolang.losses.errors import LossError
+from videolang.utils import cpu
 
 Domain = Literal["auto", "log"]
 Array = Union[Tensor, np.ndarray]
@@ -37,18 +37,14 @@ _MASS_RTOL = 1e-3
 
 
 def _l2_budget(default: int = 1 << 20) -> int:
-    """Three quarters of a core's L2 cache as Linux reports it (the best share measured at 33 to 129
-    squared), or `default` where sysfs does not say."""
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            level, size = (index / "level").read_text().strip(), (index / "size").read_text().strip()
-        except OSError:
-            continue
-        if level == "2" and size[:-1].isdigit() and size[-1] in "KM":
-            return int(size[:-1]) * (1 << (10 if size[-1] == "K" else 20)) * 3 // 4
-    return default
+    """Three quarters of a core's L2 cache (the best share measured at 33 to 129 squared), or `default`
+    where the system does not say."""
+    size = cpu.cache_bytes(2)
+    return size * 3 // 4 if size else default
 
 
+# One core's L1 data cache: the fused solver's block of kernels is fastest when it fits there.
+_L1_BYTES = cpu.cache_bytes(1) or 32 << 10
 # On CPU, problems are solved in groups whose two [N, M] working arrays fit in about this much L2 cache
 # per thread, so the 2 * n_iters passes over them hit cache instead of memory (~2x at 129 x 129).
 _CPU_CACHE_BYTES_PER_THREAD = _l2_budget()
@@ -97,8 +93,9 @@ def sinkhorn(
     a_, b_ = _marginal(a, "a", x, work), _marginal(b, "b", x, work)
     c_min, b_, bound = _inspect(x, a_, b_, eps, given=a is not None or b is not None)
     kernel_route = domain == "auto" and bound <= _kernel_limit(work)
-    if kernel_route and _fused(c):
-        plan = torch.from_numpy(fused_sinkhorn.solve(x, c_min, eps, a_, b_, n_iters, tol, check_every))
+    variant = _fused_variant(c) if kernel_route else None
+    if variant is not None:
+        plan = torch.from_numpy(fused_sinkhorn.solve(x, c_min, eps, a_, b_, n_iters, tol, check_every, variant))
     else:
         if isinstance(x, np.ndarray):
             c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
@@ -207,16 +204,14 @@ def _kernel_limit(dtype: torch.dtype) -> float:
     return 0.9 * -math.log(torch.finfo(dtype).tiny)
 
 
-def _fused(cost: Tensor) -> bool:
-    """Whether the fused solver takes these problems: on CPU, with its extension built, and only while the
-    block of kernels it iterates over fits the L2 budget. Beyond, torch's grouped loop on all threads is
-    faster (measured with 2 threads: the fused solver 1.05-1.7x faster up to 129 x 129, whose block fills
-    1 MiB, and 1.4-1.7x slower at 193 x 193, 2.4 MiB)."""
-    return (
-        cost.device.type == "cpu"
-        and fused_sinkhorn.available()
-        and fused_sinkhorn.block_bytes(cost.shape[1], cost.shape[2]) <= _CPU_CACHE_BYTES_PER_THREAD
-    )
+def _fused_variant(cost: Tensor) -> Optional[str]:
+    """The fused solver's variant for these problems (`fused_sinkhorn.pick`), or None for the torch loop:
+    always on accelerators and where the extension is not built, and on CPU where no block of kernels fits
+    the L2 budget (measured with 2 threads: the fused solver 1.2-1.4x faster than the torch loop up to
+    161 x 161 with the chosen variant, as fast at 257 x 257 with its best one)."""
+    if cost.device.type != "cpu" or not fused_sinkhorn.available():
+        return None
+    return fused_sinkhorn.pick(cost.shape[1], cost.shape[2], _L1_BYTES, _CPU_CACHE_BYTES_PER_THREAD)
 
 
 def _kernel_iterations(
