@@ -30,6 +30,10 @@ def random_problem(batch, n, m, *, seed, dtype=torch.float64, scale=1.0, uniform
     return cost.to(dtype), a.to(dtype), b.to(dtype)
 
 
+# Tests of the fused solver itself; the routing and fallback tests below run either way.
+needs_extension = pytest.mark.skipif(not fused_sinkhorn.available(), reason="the fused solver's extension is not built")
+
+
 def pot_plans(cost, a, b, eps, iters, method="sinkhorn_log", stop=0.0):
     """POT's plan for each problem of the batch, solved one by one in float64 (POT's log-domain solver
     by default, which is stable for every problem used here)."""
@@ -204,11 +208,12 @@ def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     torch.testing.assert_close(grouped, whole, rtol=0, atol=1e-15)
 
 
+@needs_extension
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("batch, n, m", [(16, 9, 9), (37, 33, 20), (3, 5, 7), (5, 3, 4)])
+@pytest.mark.parametrize("batch, n, m", [(16, 9, 9), (37, 33, 20), (3, 5, 7), (5, 3, 4), (4, 1, 6), (3, 6, 1)])
 def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtype, batch, n, m):
     # 16 problems fill whole blocks (2 to 16 lanes), 37 and 5 leave a block part-filled and 3 pad one;
-    # 9, 33, 5 and 3 rows leave 1 or 3 rows after the groups of four.
+    # 9, 33, 5 and 3 rows leave 1 or 3 rows after the groups of four; one row or one column.
     cost, a, b = random_problem(batch, n, m, seed=n + m, dtype=dtype)
     assert transport._fused_variant(cost)  # small CPU problems take the fused solver by default
     fast = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
@@ -226,6 +231,7 @@ def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtyp
         torch.testing.assert_close(torch.from_numpy(plan), plain, rtol=0, atol=atol, msg=variant)
 
 
+@needs_extension
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_solver_takes_costs_of_any_layout(dtype):
     # A transposed (non-contiguous) cost: the solver works in place on a C-ordered kernel of its own.
@@ -236,6 +242,42 @@ def test_fused_solver_takes_costs_of_any_layout(dtype):
     assert torch.equal(view, cost)  # the caller's cost is untouched
 
 
+@needs_extension
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_variant_stops_each_block_at_the_tolerance(dtype):
+    # A block of W problems (W = vector bytes / item size) stops as the torch loop stops a group of the
+    # same W problems: at the first check where all of them are within tol.
+    cost, a, b = random_problem(37, 10, 8, seed=23, dtype=dtype)
+    x, c_min = cost.numpy(), cost.reshape(37, -1).amin(1)
+    tol = 1e-4 if dtype == torch.float32 else 1e-9
+    for variant, vector_bytes in fused_sinkhorn._sinkhorn_kernel.variants():
+        w = vector_bytes // cost.element_size()
+        plan = fused_sinkhorn.solve(x, c_min.numpy(), 0.05, a.numpy(), b.numpy(), 5000, tol, 4, variant)
+        ref = torch.cat([
+            transport._kernel_iterations(cost[g], c_min[g], 0.05, a[g], b[g], 5000, tol, 4)
+            for g in (slice(s, s + w) for s in range(0, 37, w))
+        ])
+        atol = 1e-6 if dtype == torch.float32 else 1e-14
+        torch.testing.assert_close(torch.from_numpy(plan), ref, rtol=0, atol=atol, msg=variant)
+        assert (torch.from_numpy(plan).sum(-2) - b).abs().sum(-1).max() < tol
+
+
+@needs_extension
+def test_a_nan_problem_keeps_its_block_iterating_like_the_torch_loop():
+    # NaN compares false with everything: the stop test must not take a NaN error for convergence.
+    cost, a, b = random_problem(2, 6, 6, seed=29)
+    x, c_min = cost.numpy(), cost.reshape(2, -1).amin(1).numpy()
+    a_nan = a.numpy().copy()
+    a_nan[1, 0] = np.nan
+    stopped = fused_sinkhorn.solve(x, c_min, 0.05, a_nan, b.numpy(), 300, 1e-3, 5, "base")
+    full = fused_sinkhorn.solve(x, c_min, 0.05, a_nan, b.numpy(), 300, None, 5, "base")
+    early = fused_sinkhorn.solve(x, c_min, 0.05, a.numpy(), b.numpy(), 300, 1e-3, 5, "base")
+    assert np.isnan(stopped[1]).all()
+    np.testing.assert_array_equal(stopped[0], full[0])  # all 300 iterations ran
+    assert np.abs(early[0] - full[0]).max() > 1e-9  # without the NaN the block stops early
+
+
+@needs_extension
 def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
     # Two problems are one block in every variant and one cache group: both solvers stop at the same check.
     cost, a, b = random_problem(2, 10, 10, seed=14)
@@ -248,6 +290,7 @@ def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
     assert (fast - full).abs().max() > 1e-12  # it did stop early
 
 
+@needs_extension
 def test_fused_solver_only_on_cpu_and_with_the_extension(monkeypatch):
     assert transport._fused_variant(torch.empty(64, 33, 33, dtype=torch.float64)) in fused_sinkhorn.variants()
     meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never the CPU solver
@@ -271,6 +314,7 @@ def test_the_extension_is_built_where_a_compiler_exists():
     assert fused_sinkhorn.variants()[-1] == "base"  # the portable variant runs everywhere
 
 
+@needs_extension
 def test_the_extension_refuses_arrays_it_cannot_solve_in_place():
     from videolang.losses import _sinkhorn_kernel as kernel
 
@@ -290,14 +334,21 @@ def test_the_extension_refuses_arrays_it_cannot_solve_in_place():
     for args, message in bad:
         with pytest.raises(ValueError, match=message):
             kernel.solve(*args)
-    with pytest.raises(ValueError, match="not available"):
+    with pytest.raises(ValueError, match="unknown variant"):
         kernel.solve(k, a, b, 5, -1.0, 10, "no-such-isa")
-    with pytest.raises((BufferError, ValueError)):  # not C-contiguous: no in-place solve on a copy
+    with pytest.raises(ValueError, match="k must be a C-contiguous, writable"):  # no in-place solve on a copy
         kernel.solve(np.ones((2, 4, 3)).transpose(0, 2, 1), a, b, 5, -1.0, 10)
     read_only = np.ones((2, 3, 4))
     read_only.flags.writeable = False
-    with pytest.raises((BufferError, ValueError)):
+    with pytest.raises(ValueError, match="k must be a C-contiguous, writable"):
         kernel.solve(read_only, a, b, 5, -1.0, 10)
+    with pytest.raises(ValueError, match="a must be a C-contiguous float32"):
+        kernel.solve(k, np.ones((3, 2)).T, b, 5, -1.0, 10)
+    # Marginals inside k would be overwritten by earlier blocks' plans before they are read.
+    shared = np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match="share memory"):
+        kernel.solve(shared, shared.reshape(-1)[:6].reshape(2, 3), b, 5, -1.0, 10)
+    np.testing.assert_array_equal(shared, 1.0)  # refused before anything was written
 
 
 def test_inspection_agrees_between_numpy_and_torch():

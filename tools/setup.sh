@@ -25,7 +25,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 else
   echo "setup: reusing installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 fi
-"${pip[@]}" setuptools wheel ninja
+"${pip[@]}" "setuptools>=68" wheel ninja
 "${pip[@]}" --no-build-isolation "deepspeed>=0.14"
 "${pip[@]}" --no-build-isolation -e ".[test]"
 # The C extension behind the fused CPU Sinkhorn solver is optional: say whether it was built.

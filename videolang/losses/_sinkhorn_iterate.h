@@ -33,10 +33,8 @@ static SK_ATTR int SK_NAME(SK_T *k, const SK_T *a, const SK_T *b, int64_t batch,
                            int64_t n_iters, double tol, int64_t check_every) {
     enum { W = SK_VBYTES / sizeof(SK_T) };
     const int64_t nm = n * m;
-    /* kw [n*m*W] | aw, u [n*W] | bw, v, ktu [m*W], rounded up to whole cache lines for aligned_alloc */
-    size_t bytes = sizeof(SK_T) * (size_t)W * (size_t)(nm + 2 * n + 3 * m);
-    bytes = (bytes + 63) / 64 * 64;
-    SK_T *work = aligned_alloc(64, bytes);
+    /* kw [n*m*W] | aw, u [n*W] | bw, v, ktu [m*W]; LD and ST need no alignment */
+    SK_T *work = malloc(sizeof(SK_T) * (size_t)W * (size_t)(nm + 2 * n + 3 * m));
     if (work == NULL) return -1;
     SK_T *kw = work, *aw = kw + nm * W, *u = aw + n * W, *bw = u + n * W, *v = bw + m * W, *ktu = v + m * W;
 
@@ -69,6 +67,10 @@ static SK_ATTR int SK_NAME(SK_T *k, const SK_T *a, const SK_T *b, int64_t batch,
                     for (int64_t j = 0; j < m; j++) {
                         double d = (double)(v[j * W + w] * ktu[j * W + w]) - (double)bw[j * W + w];
                         err += d < 0 ? -d : d;
+                    }
+                    if (err != err) { /* NaN: never converged, as in the torch loop */
+                        worst = err;
+                        break;
                     }
                     worst = err > worst ? err : worst;
                 }

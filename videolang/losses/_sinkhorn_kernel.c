@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* Run-time dispatch needs __builtin_cpu_supports, which Apple's toolchain does not back: macOS on Intel
+ * gets the portable variant only. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__APPLE__)
 #define SK_X86 1
 #else
 #define SK_X86 0
@@ -96,17 +98,29 @@ static const variant_t VARIANTS[] = {
 };
 #define N_VARIANTS ((int)(sizeof VARIANTS / sizeof VARIANTS[0]))
 
+/* The named variant (NULL: the widest this CPU runs), or NULL with a ValueError set. */
 static const variant_t *find_variant(const char *name) {
-    for (int i = 0; i < N_VARIANTS; i++)
-        if (VARIANTS[i].supported() && (name == NULL || strcmp(name, VARIANTS[i].name) == 0)) return &VARIANTS[i];
+    for (int i = 0; i < N_VARIANTS; i++) {
+        if (name != NULL && strcmp(name, VARIANTS[i].name) != 0) continue;
+        if (VARIANTS[i].supported()) return &VARIANTS[i];
+        PyErr_Format(PyExc_ValueError, "variant %s is not available on this CPU", name);
+        return NULL;
+    }
+    PyErr_Format(PyExc_ValueError, "unknown variant %s", name);
     return NULL;
 }
 
 static int get_array(PyObject *obj, Py_buffer *view, int writable, int ndim, const char *what) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous%s float32 or float64 array", what,
+                     writable ? ", writable" : "");
+        return -1;
+    }
     const char *fmt = view->format;
-    if (fmt[0] == '=' || fmt[0] == '<' || fmt[0] == '@') fmt++;
+    /* Native byte order only: '@' and '=' always, '<' or '>' where it is the host's. */
+    if (fmt[0] == '=' || fmt[0] == '@' || fmt[0] == (PY_LITTLE_ENDIAN ? '<' : '>')) fmt++;
     if (view->ndim != ndim || (strcmp(fmt, "d") != 0 && strcmp(fmt, "f") != 0)) {
         PyErr_Format(PyExc_ValueError, "%s must be a %d-d float32 or float64 array (got %d-d, format '%s')", what, ndim,
                      view->ndim, view->format);
@@ -114,6 +128,11 @@ static int get_array(PyObject *obj, Py_buffer *view, int writable, int ndim, con
         return -1;
     }
     return 0;
+}
+
+static int overlap(const Py_buffer *x, const Py_buffer *y) {
+    const char *x0 = x->buf, *y0 = y->buf;
+    return x0 < y0 + y->len && y0 < x0 + x->len;
 }
 
 PyDoc_STRVAR(solve_doc,
@@ -136,10 +155,7 @@ static PyObject *py_solve(PyObject *self, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     const variant_t *variant = find_variant(name);
-    if (variant == NULL) {
-        PyErr_Format(PyExc_ValueError, "variant %s is not available on this CPU", name);
-        return NULL;
-    }
+    if (variant == NULL) return NULL;
     Py_buffer k, a, b;
     if (get_array(ko, &k, 1, 3, "k") < 0) return NULL;
     if (get_array(ao, &a, 0, 2, "a") < 0) {
@@ -153,9 +169,13 @@ static PyObject *py_solve(PyObject *self, PyObject *args, PyObject *kwargs) {
     }
     const Py_ssize_t batch = k.shape[0], n = k.shape[1], m = k.shape[2];
     int status = 0;
-    if (strcmp(k.format, a.format) != 0 || strcmp(k.format, b.format) != 0 || a.shape[0] != batch ||
-        b.shape[0] != batch || a.shape[1] != n || b.shape[1] != m) {
+    if (k.itemsize != a.itemsize || k.itemsize != b.itemsize || a.shape[0] != batch || b.shape[0] != batch ||
+        a.shape[1] != n || b.shape[1] != m) {
         PyErr_SetString(PyExc_ValueError, "a must be [B, N] and b [B, M] for k [B, N, M], all of one dtype");
+        status = -2;
+    } else if (overlap(&k, &a) || overlap(&k, &b)) {
+        /* Plans are written block by block while later blocks' marginals are still to be read. */
+        PyErr_SetString(PyExc_ValueError, "a and b must not share memory with k, which is overwritten");
         status = -2;
     } else if (batch > 0 && n > 0 && m > 0) {
         const int f64 = k.itemsize == 8;
@@ -163,7 +183,9 @@ static PyObject *py_solve(PyObject *self, PyObject *args, PyObject *kwargs) {
         status = f64 ? variant->f64(k.buf, a.buf, b.buf, batch, n, m, n_iters, tol, check_every)
                      : variant->f32(k.buf, a.buf, b.buf, batch, n, m, n_iters, tol, check_every);
         Py_END_ALLOW_THREADS;
-        if (status == -1) PyErr_NoMemory();
+        if (status == -1)
+            PyErr_Format(PyExc_MemoryError, "no memory for the %zd-problem workspace of %zd x %zd problems",
+                         (Py_ssize_t)variant->vector_bytes / k.itemsize, n, m);
     }
     PyBuffer_Release(&k);
     PyBuffer_Release(&a);
