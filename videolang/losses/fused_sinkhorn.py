@@ -10,7 +10,7 @@ however small the problems. The C extension `_sinkhorn_kernel` (built by setup.p
   of K^T u while still in L1 cache, so each kernel entry is read from L2 once per iteration;
 - it is compiled for AVX-512, AVX2 + FMA and 16-byte vectors; `pick` chooses among those the CPU runs.
 It runs on the calling thread, with the GIL released: splitting the batch over two threads measured
-1.3-1.45x faster in isolation, but no faster right after torch's own parallel ops, whose OpenMP workers keep
+1.3-1.45x faster in isolation (with the earlier Numba loop), but no faster right after torch's own parallel ops, whose OpenMP workers keep
 spinning on the other cores for a while, which is where a training step calls it.
 The iterates are those of `transport._kernel_iterations` (and POT's): v = b / (K^T u), then u = a / (K v).
 Where the extension could not be built (no C compiler at install time), `available()` is False and the
@@ -44,9 +44,10 @@ def pick(n: int, m: int, l1_bytes: int, l2_bytes: int) -> Optional[str]:
     torch loop is faster. A variant iterates over a block of kernels of N * M * its vector bytes:
     the widest variant whose block fits in L1, else the widest whose block fits the L2 budget, else None.
     Measured (docs/bench_ot.md): at 33 x 33 AVX2's 35 KiB block in a 48 KiB L1 beats AVX-512's 70 KiB one by
-    1.1-1.15x, where both fit L1 AVX-512 is 1.05-1.4x faster, at 161 x 161 AVX2's 0.8 MiB block beats
-    AVX-512's 1.6 MiB one by 1.15x, and where no block fits the L2 budget (193 x 193 and up) torch's loop on
-    all cores is as fast or faster. 16-byte vectors only where nothing wider runs (always the slowest)."""
+    1.03-1.15x, where both blocks sit in one cache AVX-512 is 1.0-1.4x faster, at 161 x 161 and 193 x 193
+    AVX2's block (0.8, 1.2 MiB) beats AVX-512's (1.6, 2.4 MiB) by 1.1-1.9x, and where no block fits the L2
+    budget (257 x 257 here) the best variant is only as fast as torch's loop on all cores. 16-byte vectors
+    only where nothing wider runs (always the slowest)."""
     found = _sinkhorn_kernel.variants() if _sinkhorn_kernel is not None else []
     wide = [v for v in found if v[1] >= 32] or found
     for budget in (l1_bytes, l2_bytes):
