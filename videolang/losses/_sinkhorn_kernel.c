@@ -100,8 +100,13 @@ static const variant_t VARIANTS[] = {
 
 /* The named variant (NULL: the widest this CPU runs), or NULL with a ValueError set. */
 static const variant_t *find_variant(const char *name) {
+    if (name == NULL) { /* the last, portable variant is always supported */
+        int i = 0;
+        while (!VARIANTS[i].supported()) i++;
+        return &VARIANTS[i];
+    }
     for (int i = 0; i < N_VARIANTS; i++) {
-        if (name != NULL && strcmp(name, VARIANTS[i].name) != 0) continue;
+        if (strcmp(name, VARIANTS[i].name) != 0) continue;
         if (VARIANTS[i].supported()) return &VARIANTS[i];
         PyErr_Format(PyExc_ValueError, "variant %s is not available on this CPU", name);
         return NULL;
@@ -139,7 +144,7 @@ PyDoc_STRVAR(solve_doc,
              "solve(k, a, b, n_iters, tol, check_every, variant=None)\n\n"
              "Sinkhorn plans in place: k [B, N, M] (C-contiguous float32 or float64) holds the kernels\n"
              "exp(-C / eps) on entry and the plans on exit; a [B, N] and b [B, M] are the marginals, of k's\n"
-             "dtype. tol <= 0 runs all n_iters iterations. variant: one of variants(), default the widest.");
+             "dtype. tol <= 0 runs all n_iters iterations. variant: a name from variants(), default the widest this CPU runs.");
 
 static PyObject *py_solve(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"k", "a", "b", "n_iters", "tol", "check_every", "variant", NULL};

@@ -67,7 +67,7 @@ def sinkhorn(
     `a` ([N] or [B, N]) and `b` ([M] or [B, M]) are non-negative marginals with equal total mass,
     uniform summing to 1 when omitted. Runs `n_iters` iterations, or stops early once the L1 error of the
     column marginal (the row marginal is exact after each iteration) is below `tol` in every problem of
-    a group (the whole batch; on CPU a cache-sized group, or a block of 4 to 16 problems, one SIMD
+    a group (the whole batch; on CPU a cache-sized group, or a block of 2 to 16 problems, one SIMD
     vector's width, on the fused path),
     checked every `check_every` iterations.
     No gradient flows through the plan: the losses use it as a target. Half-precision costs are solved
