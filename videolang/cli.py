@@ -19,6 +19,7 @@ COMMANDS = [
     ("demo", "videolang.commands.demo"),
     ("synth", "videolang.commands.synth"),
     ("manifest", "videolang.commands.manifest"),
+    ("train", "videolang.commands.train"),
     ("eval", "videolang.commands.eval"),
     ("export", "videolang.commands.export"),
     ("extract", "videolang.commands.extract"),
@@ -28,6 +29,8 @@ EPILOG = """examples:
   videolang demo --out runs/demo
   videolang synth --out data/synth --videos 20 --seed 0
   videolang manifest validate data/synth/manifest.jsonl --check-files
+  videolang train configs/smoke.yaml --set data.manifest=data/synth/manifest.jsonl
+  torchrun --nproc_per_node 2 -m videolang train configs/smoke.yaml --set data.manifest=...
 """
 
 

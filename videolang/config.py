@@ -31,20 +31,36 @@ class RunConfig:
     name: str = "videolang"
 
 
+Level = Literal["phase", "step", "task", "clip"]
+Stream = Literal["pairs", "paragraphs", "captions"]
+
+
 @dataclass
 class DataConfig:
-    """Manifests, clip sampling and loader settings."""
+    """Manifests, the training streams and clip sampling.
 
-    manifest: Optional[str] = None
-    val_manifest: Optional[str] = None
+    Training draws micro-batches from up to three streams, chosen per micro-step by `streams` (weights):
+    `pairs` (clip-caption pairs at `levels`, the hierarchical objective), `paragraphs` (`clips_per_video`
+    consecutive clips of one video with their captions or narration, Norton's video-paragraph objective)
+    and `captions` (clips with caption/script targets at `caption_level`, the caption head's objective).
+    """
+
+    manifest: Union[str, list[str], None] = None  # a JSONL file, a list of files, or a glob (sharded corpora)
+    val_manifest: Union[str, list[str], None] = None
     video_root: Optional[str] = None
-    level: str = "clip"  # phase | step | task | clip | narration
+    split: Optional[str] = "train"  # manifest split used for training (null: every video)
+    streams: dict[str, float] = field(default_factory=lambda: {"pairs": 1.0})
+    levels: list[Level] = field(default_factory=lambda: ["clip"])  # levels of the pairs stream
+    paragraph_source: Literal["narration", "phase", "step", "task", "clip"] = "narration"
+    clips_per_video: int = 8  # K of the paragraphs stream
+    caption_level: Level = "clip"
+    val_level: Literal["phase", "step", "task", "clip", "narration"] = "clip"
     num_frames: int = 8
     image_size: int = 224
-    backend: str = "auto"  # auto | decord | pyav
-    sampling: str = "random"  # training sampling: uniform | random | fps
-    clips_per_video: int = 8  # K for paragraph (video-paragraph OT) datasets
-    max_text_len: int = 64
+    backend: Literal["auto", "decord", "pyav"] = "auto"
+    sampling: Literal["uniform", "random"] = "random"  # frame sampling within a training clip
+    augment: bool = True  # random resized crop (same box for every frame of a clip)
+    max_text_len: Optional[int] = None  # tokens per caption; null: the text tower's own limit
     num_workers: int = 2
 
 
@@ -57,11 +73,11 @@ class ModelConfig:
     embed_dim: int = 256
     temporal_layers: int = 2
     max_frames: int = 32
-    text_pooling: str = "mean"  # cls | mean
-    long_text: str = "auto"  # auto | stretch | chunk | none
+    text_pooling: Literal["cls", "mean"] = "mean"
+    long_text: Literal["auto", "stretch", "chunk", "none"] = "auto"
     text_max_positions: int = 248
     frame_token_drop: float = 0.0
-    token_drop_mode: str = "random"  # random | attention
+    token_drop_mode: Literal["random", "attention"] = "random"
     grad_checkpointing: bool = False
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
@@ -82,6 +98,7 @@ class LossConfig:
     paragraph_weight: float = 0.0  # Norton video-paragraph OT loss (0.1 in Norton)
     paragraph_eps: float = 0.1
     paragraph_iters: int = 50
+    paragraph_learn_temperature: bool = True  # false: fixed at 0.07, as in Norton's released code
     bucket_ratio: float = 0.3
     use_bucket: bool = True
     softmax_alpha: float = 1.0
@@ -92,20 +109,33 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and DeepSpeed settings."""
+    """Optimisation, DeepSpeed, checkpoints and logging.
 
-    max_steps: int = 1000
-    batch_size: int = 32  # per process
+    In-batch negatives of the contrastive terms = world size x `batch_size`; gradient accumulation adds
+    samples per optimizer step but not negatives.
+    """
+
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # micro-batch per process (paragraphs stream: videos per process)
     grad_accum: int = 1
     lr: float = 1e-4
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1e-6
     warmup_steps: int = 100
-    grad_clip: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-    zero_stage: int = 0
-    save_every: int = 500
+    grad_clip: float = 1.0  # 0 disables clipping
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    deepspeed_config: Optional[str] = None  # a DeepSpeed JSON whose keys override the ones derived here
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    save_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_last: int = 2  # complete checkpoints kept (>= 2)
     log_every: int = 10
-    resume: str = "auto"  # auto | never | path to a checkpoint folder
+    val_every: int = 0  # steps between validations on data.val_manifest (0: only at the end)
+    max_nonfinite: int = 5  # non-finite micro-batches dropped before the run stops
+    inject_nonfinite: list[int] = field(default_factory=list)  # fault injection: micro-steps whose loss is NaN
+    progress: bool = True  # progress bar on rank 0
 
 
 @dataclass

@@ -57,14 +57,16 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def load_video_encoder(path: str | Path) -> VideoEncoder:
-    """The video encoder (eval mode, CPU) of a saved `VideoTextModel` folder or an exported encoder folder."""
-    path = Path(path)
+    """The video encoder (eval mode, CPU) of a saved `VideoTextModel` folder, an exported encoder folder,
+    a training run folder (its final model) or a checkpoint folder (its model)."""
+    from videolang.train.layout import resolve_model_folder
+
+    path = resolve_model_folder(path)
     if not path.is_dir():
         raise ExportError(f"{path}: model folder not found")
     if not (path / CONFIG_NAME).is_file():
         raise ExportError(
-            f"{path}: neither a saved VideoTextModel nor an exported video encoder (no {CONFIG_NAME}); "
-            "training checkpoints cannot be exported yet"
+            f"{path}: neither a model folder, a training run nor a complete checkpoint (no {CONFIG_NAME})"
         )
     found = read_config(path).get("format")
     if found == VIDEO_TEXT_FORMAT:

@@ -13,12 +13,12 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset
 
-from videolang.data.manifest import ClipPair, VideoRecord, clip_pairs, load_manifest
+from videolang.data.manifest import ClipPair, VideoRecord, clip_pairs, load_manifest, manifest_files
 from videolang.errors import VideolangError
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,31 @@ log = logging.getLogger(__name__)
 MAX_SUBSTITUTES = 50
 
 
-def _records(manifest: str | Path | Sequence[VideoRecord], video_root: str | Path | None) -> list[VideoRecord]:
+ManifestSource = Union[str, Path, Sequence[str], Sequence[Path], Sequence[VideoRecord]]
+
+
+def _records(manifest: ManifestSource, video_root: str | Path | None) -> list[VideoRecord]:
+    """Records of one manifest, of several (a list), or of every file a glob matches (sharded corpora)."""
     if isinstance(manifest, (str, Path)):
-        return load_manifest(manifest, video_root=video_root)
-    return list(manifest)
+        return [r for path in manifest_files(manifest) for r in load_manifest(path, video_root=video_root)]
+    items = list(manifest)
+    if items and isinstance(items[0], (str, Path)):
+        return [r for m in items for path in manifest_files(m) for r in load_manifest(path, video_root=video_root)]
+    return items
+
+
+def _describe(manifest: ManifestSource) -> str:
+    if isinstance(manifest, (str, Path)):
+        return str(manifest)
+    items = list(manifest)
+    return ", ".join(map(str, items)) if items and isinstance(items[0], (str, Path)) else "the given records"
 
 
 def _item_rng(seed: int, epoch: int, index: int, attempt: int, stream: int = 0) -> random.Random:
     """Per-item randomness that depends only on (seed, epoch, index, attempt): identical whatever worker
-    runs it. `stream` separates independent uses (sampling vs choosing a substitute)."""
-    return random.Random(hash((seed, epoch, index, attempt, stream)) & 0xFFFFFFFF)
+    runs it, and across Python versions (a string seed is hashed with SHA-512, unlike `hash()` of a
+    tuple, whose algorithm has changed between releases). `stream` separates independent uses."""
+    return random.Random(f"{seed}:{epoch}:{index}:{attempt}:{stream}")
 
 
 @dataclass
@@ -125,16 +140,17 @@ class _DecodingDataset(Dataset):
 
 
 class ClipTextDataset(_DecodingDataset):
-    """One item per segment at a level (`phase`/`step`/`task`/`clip`) or per narration sentence.
+    """One item per segment at a level (`phase`/`step`/`task`/`clip`) or per narration sentence; `level`
+    may be a list of levels (the hierarchical objective mixes them in one stream).
 
     Item: `frames` uint8 [T, H, W, 3] (after `transform`), `caption`, `video_id`, `segment_id`,
-    `level`, `label`, `start`, `end`, `index`, `failures`.
+    `level`, `label`, `script` (dict or None), `start`, `end`, `index`, `failures`.
     """
 
     def __init__(
         self,
-        manifest: str | Path | Sequence[VideoRecord],
-        level: str = "clip",
+        manifest: ManifestSource,
+        level: str | Sequence[str] = "clip",
         *,
         split: Optional[str] = None,
         num_frames: int = 8,
@@ -147,10 +163,12 @@ class ClipTextDataset(_DecodingDataset):
     ):
         super().__init__(seed=seed, backend=backend, num_frames=num_frames, sampling=sampling, size=size,
                          transform=transform)
-        self.pairs: list[ClipPair] = clip_pairs(_records(manifest, video_root), level, split=split)
+        levels = [level] if isinstance(level, str) else list(level)
+        records = _records(manifest, video_root)
+        self.pairs: list[ClipPair] = [p for name in levels for p in clip_pairs(records, name, split=split)]
         if not self.pairs:
-            where = manifest if isinstance(manifest, (str, Path)) else "the given records"
-            raise VideolangError(f"{where}: no captioned segments at level '{level}'" + (f" in split '{split}'" if split else ""))
+            raise VideolangError(f"{_describe(manifest)}: no captioned segments at level '{'/'.join(levels)}'"
+                                 + (f" in split '{split}'" if split else ""))
         self.level = level
 
     def __len__(self) -> int:
@@ -164,7 +182,7 @@ class ClipTextDataset(_DecodingDataset):
         frames, caption = self._read(pair, rng)
         return {
             "frames": frames, "caption": caption, "video_id": pair.video_id, "segment_id": pair.segment_id,
-            "level": pair.level, "label": pair.label, "start": pair.start, "end": pair.end,
+            "level": pair.level, "label": pair.label, "script": pair.script, "start": pair.start, "end": pair.end,
         }
 
 
@@ -180,7 +198,7 @@ class ParagraphDataset(_DecodingDataset):
 
     def __init__(
         self,
-        manifest: str | Path | Sequence[VideoRecord],
+        manifest: ManifestSource,
         *,
         source: str = "narration",
         clips_per_video: int = 8,

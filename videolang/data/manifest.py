@@ -407,6 +407,20 @@ def validate_manifest(
     return problems, warnings
 
 
+def manifest_files(pattern: str | Path) -> list[Path]:
+    """The manifest files a path names: the file itself, or every file a glob (`shards/*.jsonl`) matches,
+    sorted so the corpus order never depends on the filesystem."""
+    text = str(pattern)
+    if not any(ch in text for ch in "*?["):
+        return [Path(text)]
+    import glob
+
+    files = sorted(Path(p) for p in glob.glob(text, recursive=True))
+    if not files:
+        raise ManifestError(f"{text}: no manifest file matches this pattern")
+    return files
+
+
 def load_manifest(
     path: str | Path, *, video_root: str | Path | None = None, check_files: bool = False
 ) -> list[VideoRecord]:

@@ -44,7 +44,10 @@ class EvalModel:
 
 
 def load_eval_model(path: str | Path, device: str | torch.device = "cpu") -> EvalModel:
-    path = Path(path)
+    """A model folder, an exported encoder, a training run (its final model) or a checkpoint (its model)."""
+    from videolang.train.layout import resolve_model_folder
+
+    path = resolve_model_folder(path)
     if not path.is_dir():
         raise VideolangError(f"model folder not found: {path}")
     device = torch.device(device)

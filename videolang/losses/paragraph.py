@@ -205,10 +205,10 @@ class ParagraphLoss(nn.Module):
             alpha=alpha, fine_weight=fine_weight, bucket_ratio=bucket_ratio,
             use_bucket=use_bucket, eps=eps, n_iters=n_iters,
         )
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.log_scale = nn.Parameter(torch.tensor([math.log(1.0 / init_temperature)]))  # [1]: see VideoTextModel
 
     def logit_scale(self) -> Tensor:
-        return self.log_scale.clamp(0.0, math.log(100.0)).exp()
+        return self.log_scale.clamp(0.0, math.log(100.0)).exp().squeeze(0)
 
     def forward(
         self,

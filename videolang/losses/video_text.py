@@ -85,6 +85,7 @@ class VideoTextLoss(nn.Module):
         paragraph_mask: Optional[Tensor] = None,
         caption_logits: Optional[Tensor] = None,
         caption_labels: Optional[Tensor] = None,
+        skip_missing: bool = False,
     ) -> dict[str, Tensor]:
         """Inputs (B samples, D embedding dim; per-rank tensors under torch.distributed):
 
@@ -97,6 +98,9 @@ class VideoTextLoss(nn.Module):
         - `paragraph_mask` `[V, K]` with B = V * K: the batch is V videos of K consecutive clips,
           True for real clips (paragraph term; also masks padded clips out of every other term);
         - `caption_logits` `[B, L, vocab]`, `caption_labels` `[B, L]` (-100 = ignore): caption term.
+
+        A term whose inputs are missing raises, unless `skip_missing` (the trainer: each stream's batches
+        carry the inputs of some terms only); the clip term needs only `video` and `text`.
         """
         cfg = self.cfg
         where = "VideoTextLoss"
@@ -119,25 +123,30 @@ class VideoTextLoss(nn.Module):
             else:
                 terms["clip"] = info_nce(video, text, logit_scale, mask=mask)
             weights["clip"] = cfg.clip_weight
-        if any(w > 0 for w in cfg.level_weights.values()):
-            _require(levels, "levels", "loss.level_weights")
+
+        def wanted(*inputs: tuple[Optional[Tensor], str, str]) -> bool:
+            if skip_missing and any(value is None for value, _, _ in inputs):
+                return False
+            for value, name, field in inputs:
+                _require(value, name, field)
+            return True
+
+        if any(w > 0 for w in cfg.level_weights.values()) and wanted((levels, "levels", "loss.level_weights")):
             check_index(where, "levels", levels, (batch,))
             level_terms = level_info_nce(video, text, logit_scale, levels, cfg.level_weights, mask=mask)
             terms.update(level_terms)
             weights.update({key: cfg.level_weights[key.split("/", 1)[1]] for key in level_terms})
-        if cfg.cross_level_weight > 0:
-            _require(parent, "parent", "loss.cross_level_weight")
+        if cfg.cross_level_weight > 0 and wanted((parent, "parent", "loss.cross_level_weight")):
             terms["cross_level"] = cross_level_info_nce(video, text, logit_scale, parent, mask=mask)
             weights["cross_level"] = cfg.cross_level_weight
-        if self.paragraph is not None:
-            _require(paragraph_mask, "paragraph_mask", "loss.paragraph_weight")
+        if self.paragraph is not None and wanted((paragraph_mask, "paragraph_mask", "loss.paragraph_weight")):
             terms["paragraph"] = self._paragraph(
                 video, text, paragraph_mask, video_frames, frame_mask, text_words, word_mask
             )
             weights["paragraph"] = cfg.paragraph_weight
-        if cfg.caption_weight > 0:
-            _require(caption_logits, "caption_logits", "loss.caption_weight")
-            _require(caption_labels, "caption_labels", "loss.caption_weight")
+        if cfg.caption_weight > 0 and wanted(
+            (caption_logits, "caption_logits", "loss.caption_weight"), (caption_labels, "caption_labels", "loss.caption_weight")
+        ):
             terms["caption"] = caption_loss(
                 caption_logits, caption_labels, label_smoothing=cfg.label_smoothing
             )

@@ -45,7 +45,8 @@ class VideoTextModel(nn.Module):
         self.embed_dim = video_encoder.config.embed_dim
         self.text_proj = nn.Linear(text_encoder.width, self.embed_dim, bias=False)
         nn.init.normal_(self.text_proj.weight, std=text_encoder.width**-0.5)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
+        # Shape [1], not a 0-dim tensor: DeepSpeed broadcasts parameters as byte views, which 0-dim tensors refuse.
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(logit_scale_init)]))
         self.logit_scale_init = logit_scale_init
         self.logit_scale_max = logit_scale_max
         self.caption_head = caption_head
@@ -69,7 +70,8 @@ class VideoTextModel(nn.Module):
         """Embeddings of a batch of clips [B, T, H, W, 3] (uint8) and captions [B, L].
 
         Returns `video` [B, D], `text` [B, D], `video_frames` [B, T, D], `text_words` [B, L, D] (all
-        L2-normalised), `word_mask` [B, L] (bool) and `logit_scale` (exp of the parameter, clamped).
+        L2-normalised), `word_mask` [B, L] (bool) and `logit_scale` (exp of the parameter; the trainer
+        keeps it at most `logit_scale_max` with `clamp_parameters_`, so its gradient never vanishes).
         With `caption_ids` [B, Lc] (start token ... end token, padded; `caption_mask` marks real
         tokens), also `caption_logits` [B, Lc-1, V] and `caption_labels` [B, Lc-1], padding set to -100.
         """
@@ -86,7 +88,7 @@ class VideoTextModel(nn.Module):
             "video_frames": self._project_video(video.frames),
             "text_words": self._project_text(text.words),
             "word_mask": text.mask,
-            "logit_scale": self.logit_scale.exp().clamp(max=self.logit_scale_max),
+            "logit_scale": self.logit_scale.exp().squeeze(0),
         }
         if want_caption:
             if caption_ids.dim() != 2 or caption_ids.shape[0] != frames.shape[0]:
@@ -98,6 +100,12 @@ class VideoTextModel(nn.Module):
             out["caption_logits"] = self.caption_head(memory, caption_ids[:, :-1])
             out["caption_labels"] = caption_ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)
         return out
+
+    @torch.no_grad()
+    def clamp_parameters_(self) -> None:
+        """Clamp the temperature in place after an optimizer step (CLIP's rule): clamping in `forward`
+        would zero its gradient past the bound, and it could never come back."""
+        self.logit_scale.clamp_(max=math.log(self.logit_scale_max))
 
     def _project_video(self, x: Tensor) -> Tensor:
         return F.normalize(self.video_encoder.proj(x), dim=-1)

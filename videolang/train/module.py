@@ -1,0 +1,61 @@
+"""`TrainModule`: the model and the loss in one module, the unit that DeepSpeed wraps.
+
+The loss owns parameters (Norton's paragraph temperature), so it must sit inside what the engine wraps
+for its parameters to be optimised, partitioned and checkpointed. `forward(batch)` takes a collated
+batch of any stream and returns every loss term that the batch has inputs for; embeddings reach the
+losses in fp32 whatever precision the towers run in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from videolang.losses import VideoTextLoss
+from videolang.models import VideoTextModel
+
+# Model outputs that go to the losses in fp32 (similarities, log-sum-exps and Sinkhorn are precision-sensitive).
+_FP32_OUTPUTS = ("video", "text", "video_frames", "text_words", "logit_scale", "caption_logits")
+
+
+class TrainModule(nn.Module):
+    def __init__(self, model: VideoTextModel, loss: VideoTextLoss):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Loss terms of one micro-batch: `{"loss": weighted total, <term>: value, ...}`."""
+        frames = batch["frames"]
+        paragraph_mask = batch.get("mask") if frames.dim() == 6 else None
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if paragraph_mask is not None:  # [V, K, T, H, W, 3] paragraphs -> a flat batch of V*K clips
+            frames = rearrange(frames, "v k t h w c -> (v k) t h w c")
+            input_ids = rearrange(input_ids, "v k l -> (v k) l")
+            attention_mask = rearrange(attention_mask, "v k l -> (v k) l")
+        out = self.model(frames, input_ids, attention_mask, caption_ids=batch.get("caption_ids"),
+                         caption_mask=batch.get("caption_mask"))
+        out = {k: (v.float() if k in _FP32_OUTPUTS and v.is_floating_point() else v) for k, v in out.items()}
+        inputs: dict[str, Any] = {
+            "video_frames": out["video_frames"], "text_words": out["text_words"], "word_mask": out["word_mask"],
+        }
+        if paragraph_mask is not None:
+            inputs["paragraph_mask"] = paragraph_mask
+        if "levels" in batch:
+            inputs["levels"] = batch["levels"]
+            inputs["parent"] = batch["parent"]
+        if "caption_logits" in out:
+            inputs["caption_logits"] = out["caption_logits"]
+            inputs["caption_labels"] = out["caption_labels"]
+        return self.loss(out["video"], out["text"], out["logit_scale"], skip_missing=True, **inputs)
+
+    @torch.no_grad()
+    def clamp_parameters_(self) -> None:
+        """Keep learnable temperatures within their bounds; call after every optimizer step."""
+        for module in (self.model, self.loss):
+            clamp = getattr(module, "clamp_parameters_", None)
+            if clamp is not None:
+                clamp()
