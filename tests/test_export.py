@@ -177,7 +177,7 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys):
     (checkpoint / "global_step10").mkdir(parents=True)
     (checkpoint / "latest").write_text("global_step10")
     line = one_line_error(capsys, ["export", str(checkpoint), "--out", out])
-    assert "neither a saved VideoTextModel nor an exported video encoder" in line
+    assert "neither a model folder, a training run nor a complete checkpoint" in line
     line = one_line_error(capsys, ["export", str(model_dir), "--out", out, "--num-frames", "9"])
     assert "num_frames" in line and "max_frames" in line
     line = one_line_error(capsys, ["export", str(model_dir), "--out", str(model_dir)])

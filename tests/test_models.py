@@ -71,6 +71,12 @@ def test_logit_scale_initialised_and_clamped():
     assert model(clips(), ids, mask)["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))
+    # Not clamped in forward (the gradient would vanish past the bound) but in place after a step.
+    out = model(clips(), ids, mask)["logit_scale"]
+    assert out.item() == pytest.approx(1000.0, rel=1e-5)
+    out.backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs().item() > 0
+    model.clamp_parameters_()
     assert model(clips(), ids, mask)["logit_scale"].item() == pytest.approx(100.0)
 
 

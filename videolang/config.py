@@ -277,8 +277,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set expects key=value, got '{text}'")
-    if _field_type(key) in (str, Optional[str]) and raw.strip() not in ("null", "~", "None"):
-        return key, raw.strip()
+    tp = _field_type(key)
+    stringish = tp is str or (typing.get_origin(tp) in (Union, types.UnionType) and str in typing.get_args(tp))
+    text = raw.strip()
+    if stringish and text not in ("null", "~", "None") and not text.startswith("["):
+        return key, text
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
-from torch import nn
+from safetensors.torch import load_model, save_file
+from torch import Tensor, nn
 
 from videolang.models.errors import ModelError
 from videolang.utils.io import FILE_MODE, atomic_write_json
@@ -28,11 +28,27 @@ def save_folder(module: nn.Module, config: dict[str, Any], directory: str | Path
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_model(module, str(tmp))  # handles tied weights by storing each tensor once
+    save_file(_own_storage(module.state_dict()), str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, FILE_MODE)
     os.replace(tmp, directory / WEIGHTS_NAME)
     atomic_write_json(directory / CONFIG_NAME, config)
     return directory
+
+
+def _own_storage(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each tensor once (tied weights share one entry; loading restores the tie) and in a storage of its
+    own: DeepSpeed's ZeRO stages turn parameters into views of one flat buffer, which safetensors refuses."""
+    out: dict[str, Tensor] = {}
+    seen: set[tuple] = set()
+    for name, tensor in state.items():
+        t = tensor.detach()
+        key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if t.numel() and key in seen:
+            continue  # an alias of a tensor already kept (a tied weight)
+        seen.add(key)
+        whole = t.is_contiguous() and t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+        out[name] = (t if whole else t.contiguous().clone()).cpu()
+    return out
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
