@@ -56,9 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _drop_launcher_args(argv: list[str]) -> list[str]:
+    """The `deepspeed` launcher puts `--local_rank=N` before the command; the rank is in LOCAL_RANK too."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith(("--local_rank=", "--local-rank=")):
+            continue
+        if arg in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_drop_launcher_args(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -76,6 +76,7 @@ class ModelConfig:
     text_pooling: Literal["cls", "mean"] = "mean"
     long_text: Literal["auto", "stretch", "chunk", "none"] = "auto"
     text_max_positions: int = 248
+    text_dropout: Optional[float] = None  # override the text tower's dropout rates (null: keep the tower's)
     frame_token_drop: float = 0.0
     token_drop_mode: Literal["random", "attention"] = "random"
     grad_checkpointing: bool = False

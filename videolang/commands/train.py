@@ -31,7 +31,6 @@ def add_parser(sub) -> None:
         help="auto: continue from the newest complete checkpoint in run.output_dir, if any (default); "
         "never: start fresh; PATH: a checkpoint folder",
     )
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
     p.set_defaults(func=run)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from torch import nn
+
 from videolang.config import ModelConfig
 from videolang.errors import ConfigError
 from videolang.models.caption_head import CaptionConfig, CaptionHead
@@ -34,6 +36,8 @@ def check_model_config(cfg: ModelConfig) -> None:
     for key in ("embed_dim", "max_frames", "text_max_positions", "caption_layers"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"model.{key}: must be >= 1, got {getattr(cfg, key)}")
+    if cfg.text_dropout is not None and not 0.0 <= cfg.text_dropout < 1.0:
+        raise ConfigError(f"model.text_dropout: must be in [0, 1) or null, got {cfg.text_dropout}")
     if cfg.temporal_layers < 0:
         raise ConfigError(f"model.temporal_layers: must be >= 0, got {cfg.temporal_layers}")
     if cfg.caption_max_len < 2:
@@ -79,12 +83,18 @@ def build_text_encoder(cfg: ModelConfig) -> TextEncoder:
     )
     name = cfg.text_encoder
     if name == "minilm":
-        return TextEncoder.minilm(**options)
-    if name == "tiny":
-        return TextEncoder.tiny(**options)
-    if not Path(name).is_dir():
+        encoder = TextEncoder.minilm(**options)
+    elif name == "tiny":
+        encoder = TextEncoder.tiny(**options)
+    elif Path(name).is_dir():
+        encoder = TextEncoder.from_pretrained(name, **options)
+    else:
         raise ConfigError(f"model.text_encoder: {name!r} is neither a preset ({', '.join(TEXT_PRESETS)}) nor a folder")
-    return TextEncoder.from_pretrained(name, **options)
+    if cfg.text_dropout is not None:
+        for module in encoder.tower.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = cfg.text_dropout
+    return encoder
 
 
 def build_caption_head(cfg: ModelConfig, video: VideoEncoder, text: TextEncoder) -> CaptionHead:

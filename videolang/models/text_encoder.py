@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -102,9 +101,8 @@ def stretch_position_embeddings(tower: PreTrainedModel, length: int, keep: int =
     tower.config.max_position_embeddings = length
 
 
-@dataclass
-class TextOutput:
-    """Text tower outputs in the tower's width D_t."""
+class TextOutput(NamedTuple):
+    """Text tower outputs in the tower's width D_t (a named tuple: see `VideoOutput`)."""
 
     pooled: Tensor  # [B, D_t]
     words: Tensor  # [B, L, D_t] (L can be shorter than the input if it was truncated)

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -124,13 +124,15 @@ class VideoEncoderConfig:
         return cls(**data)
 
 
-@dataclass
-class VideoOutput:
-    """Video tower outputs, in the tower's width D_v (before the projection to the shared space)."""
+class VideoOutput(NamedTuple):
+    """Video tower outputs, in the tower's width D_v (before the projection to the shared space).
+
+    A named tuple, not a dataclass: ZeRO-3 finds the tensors of tuple outputs to hook its backward
+    re-gathering on, and would leave this module's own parameters (temporal positions) partitioned."""
 
     clip: Tensor  # [B, D_v] pooled clip embedding
     frames: Tensor  # [B, T, D_v] per-frame embeddings after the temporal transformer
-    patches: Tensor | None = field(default=None)  # [B, T*P, D_v] patch tokens, P = kept patches per frame
+    patches: Optional[Tensor] = None  # [B, T*P, D_v] patch tokens, P = kept patches per frame
 
 
 class TemporalBlock(nn.Module):

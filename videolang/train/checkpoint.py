@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import re
 import shutil
+import signal
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,6 +147,7 @@ def save_checkpoint(engine, model, state: TrainState, output_dir: Path, *, rank:
         atomic_write_json(folder / STATE_NAME, asdict(state))
     # DeepSpeed writes with plain torch.save: make every rank's files durable before the marker.
     fsync_tree(folder / ENGINE_TAG)
+    _fault_point("save", state.step)
     barrier()
     if rank == 0:
         fsync_tree(folder)
@@ -152,6 +155,14 @@ def save_checkpoint(engine, model, state: TrainState, output_dir: Path, *, rank:
         fsync_dir(folder.parent)
     barrier()
     return folder
+
+
+def _fault_point(where: str, step: int) -> None:
+    """Fault injection for the crash tests: `VIDEOLANG_FAULT=kill-in-save:<step>` SIGKILLs the process
+    after the checkpoint's files are written but before its marker is."""
+    spec = os.environ.get("VIDEOLANG_FAULT", "")
+    if spec == f"kill-in-{where}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def prune_checkpoints(output_dir: Path, keep_last: int) -> list[Path]:

@@ -52,6 +52,20 @@ class TrainModule(nn.Module):
             inputs["caption_labels"] = out["caption_labels"]
         return self.loss(out["video"], out["text"], out["logit_scale"], skip_missing=True, **inputs)
 
+    def prepare_zero3(self) -> None:
+        """Tell ZeRO-3 about parameters used outside their own module's `forward`: it gathers a
+        module's parameters around that module's forward only. `nn.MultiheadAttention` reads its
+        `out_proj` weights directly (so it becomes a leaf: gathered whole), and the caption head's
+        output layer reuses the token embedding's weight."""
+        from deepspeed.utils import set_z3_leaf_modules
+        from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+        if any(isinstance(m, nn.MultiheadAttention) for m in self.modules()):
+            set_z3_leaf_modules(self, [nn.MultiheadAttention])
+        head = self.model.caption_head
+        if head is not None:
+            register_external_parameter(head, head.token_embedding.weight)
+
     @torch.no_grad()
     def clamp_parameters_(self) -> None:
         """Keep learnable temperatures within their bounds; call after every optimizer step."""

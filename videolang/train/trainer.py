@@ -123,6 +123,8 @@ class Trainer:
         model = build_model(cfg.model)
         loss = build_loss(cfg.loss)
         module = TrainModule(model, loss).to(info.device)
+        if self.zero_stage == 3:
+            module.prepare_zero3()
         optimizer = build_optimizer(module, cfg.train)
         scheduler = build_scheduler(optimizer, cfg.train)
         self.engine = build_engine(module, optimizer, scheduler, ds_config)
