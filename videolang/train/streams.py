@@ -201,7 +201,12 @@ def build_streams(cfg: Config, tokenizer: Any, text_max_len: int, *, rank: int, 
     transform = build_transform(size, train=d.augment)
     decode = dict(num_frames=d.num_frames, sampling=d.sampling, backend=d.backend, video_root=d.video_root,
                   split=d.split, transform=transform, seed=cfg.run.seed)
-    max_len = d.max_text_len or text_max_len
+    if d.max_text_len is not None and d.max_text_len > text_max_len:
+        raise ConfigError(
+            f"data.max_text_len: {d.max_text_len} tokens exceed what the text tower reads ({text_max_len}); "
+            "lower it, or set model.long_text: chunk to encode long captions whole"
+        )
+    max_len = d.max_text_len or text_max_len  # one owner of text length: the text tower
     positions = positions or {}
     streams: dict[str, Stream] = {}
     for name in STREAMS:
