@@ -48,6 +48,15 @@ VISION_PRESETS: dict[str, dict[str, int]] = {
         image_size=32,
         patch_size=8,
     ),
+    # ~2 M parameters, 64 px frames: CPU benchmarks and the demo's larger runs.
+    "small": dict(
+        hidden_size=192,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=3,
+        image_size=64,
+        patch_size=8,
+    ),
     # CLIP ViT-B/16 at 224 px.
     "vit-b16": dict(
         hidden_size=768,

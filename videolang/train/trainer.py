@@ -95,6 +95,7 @@ class Trainer:
         self.resume = resume
         self.validate_fn = validate
         self.out = Path(cfg.run.output_dir)
+        self.step_ends: list[float] = []  # wall clock at the end of each step (benchmarks read it)
 
     # ------------------------------------------------------------------------------------------
     # Set-up
@@ -163,6 +164,9 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         self._setup()
+        return self._loop()
+
+    def _loop(self) -> dict[str, Any]:
         cfg, info, state = self.cfg, self.info, self.state
         t = cfg.train
         t_start = time.perf_counter()
@@ -211,6 +215,7 @@ class Trainer:
                         counts[key] = counts.get(key, 0) + 1
                 state.step += 1
                 self.module.clamp_parameters_()
+                self.step_ends.append(time.perf_counter())
                 state.positions = self.streams.positions()
                 if bar is not None:
                     bar.update(1)
@@ -352,10 +357,21 @@ class Trainer:
             "precision": self.cfg.train.precision,
             "zero_stage": self.zero_stage,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "peak_memory_mb": _peak_memory_mb(self.info.device),
             "command": " ".join(sys.argv),
             **result,
         }
         atomic_write_json(self.out / "run.json", run)
+
+
+def _peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Rank 0's peak host RSS and, on a GPU, its peak allocated device memory."""
+    import resource
+
+    out = {"host_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["device_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
