@@ -57,3 +57,51 @@ def confusion(path: Path, matrix: np.ndarray, classes: Sequence[str], title: str
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def loss_curves(path: Path, records: Sequence[dict], title: str = "training loss") -> Path:
+    """One line per loss term over steps, from `metrics.jsonl` records (validation lines skipped)."""
+    skip = {"step", "lr", "logit_scale", "clips_per_s", "data_wait", "nonfinite_dropped"}
+    rows = [r for r in records if "loss" in r]
+    terms = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip and not k.startswith("val/")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for term in terms:
+        points = [(r["step"], r[term]) for r in rows if term in r]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=term, linewidth=2.0 if term == "loss" else 1.0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def retrieval_examples(path: Path, rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, bool]]]]) -> Path:
+    """Each row: a caption, then its top-ranked clips as frame strips (uint8 [T, H, W, 3]) framed green
+    when the clip matches the caption and red when not."""
+    k = max(len(clips) for _, clips in rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(3.2 * k, 1.3 * len(rows) + 0.4), squeeze=False)
+    for r, (caption, clips) in enumerate(rows):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(clips):
+                ax.axis("off")
+                continue
+            frames, correct = clips[c]
+            ax.imshow(np.concatenate(list(frames), axis=1))
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if correct else "tab:red")
+                spine.set_linewidth(3)
+            if c == 0:
+                ax.set_title(caption if len(caption) < 90 else caption[:87] + "...", fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -119,6 +119,11 @@ class Trainer:
 
         folder = broadcast_object(None if folder is None else str(folder))
         self.resumed_from = Path(folder) if folder else None
+        if self.resumed_from is None and ckpt.list_checkpoints(self.out):
+            raise ckpt.CheckpointError(
+                f"{self.out / 'checkpoints'} already holds checkpoints of another run; resume it with --resume auto, "
+                "or choose another run.output_dir (or remove them) to start fresh"
+            )
 
         _seed_all(cfg.run.seed)  # identical initial weights on every rank (DeepSpeed also broadcasts them)
         model = build_model(cfg.model)
