@@ -148,6 +148,12 @@ def test_zero_mass_entries_get_an_empty_row_and_column():
     rows = [0, 1, 3, 4, 5]
     reduced = sinkhorn(cost[:, rows][:, :, :4], 0.1, n_iters=300, a=a[:, rows], b=b[:, :4])
     torch.testing.assert_close(plan[:, rows][:, :, :4], reduced)
+    # Not only at convergence: at every iteration count the plan is that of the problem without them.
+    for iters in (1, 3, 20):
+        for domain in ("auto", "log"):
+            padded = sinkhorn(cost, 0.1, n_iters=iters, a=a, b=b, domain=domain)
+            reduced = sinkhorn(cost[:, rows][:, :, :4], 0.1, n_iters=iters, a=a[:, rows], b=b[:, :4], domain=domain)
+            torch.testing.assert_close(padded[:, rows][:, :, :4], reduced, rtol=1e-12, atol=1e-15)
 
 
 def test_half_precision_costs_are_solved_in_fp32():

@@ -207,7 +207,9 @@ def _kernel_iterations(
     # column u; a contiguous K^T copy gives the other product the same layout.
     kernel_t = kernel.transpose(1, 2).contiguous()
     a_, b_ = a.unsqueeze(1), b.unsqueeze(1)  # [B, 1, N], [B, 1, M]
-    u, v = torch.ones_like(a_), torch.ones_like(b_)
+    # u starts at 1 on the support of a only: rows of zero mass then never enter K^T u, so a problem with
+    # zero-mass rows follows the iterates of the same problem without them (padding changes nothing).
+    u, v = (a_ > 0).to(a_.dtype), torch.ones_like(b_)
     ktu, kv = torch.empty_like(b_), torch.empty_like(a_)
     for it in range(n_iters):
         torch.bmm(u, kernel, out=ktu)  # (K^T u)^T
@@ -233,7 +235,8 @@ def _log_iterations(
     # from zero (an offset of 100 at eps = 0.01 cost fp32 plans 500x in accuracy without it).
     neg = (c_min.view(-1, 1, 1) - cost).div_(eps)
     log_a, log_b = a.log(), b.log()
-    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    # f starts at 0 on the support of a and at -inf off it (u = 1 and 0), as on the kernel route.
+    f, g = torch.where(a > 0, 0.0, -math.inf).to(log_a.dtype), torch.zeros_like(log_b)
     buf = torch.empty_like(neg)  # one scratch tensor: no [B, N, M] allocation per iteration
     for it in range(n_iters):
         lse_cols = _logsumexp_(torch.add(neg, f.unsqueeze(2), out=buf), dim=1)
