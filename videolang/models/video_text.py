@@ -2,7 +2,8 @@
 
 Clip-level embeddings serve retrieval and the contrastive losses; per-frame and per-word embeddings
 (normalised in the same space) serve the fine-grained losses (Norton's frame-word soft maximum) and
-zero-shot segmentation. The learnable temperature is stored as a log and clamped at `logit_scale_max`.
+zero-shot segmentation. The learnable temperature is stored as a log; the trainer clamps it at
+`logit_scale_max` after each optimizer step (`clamp_logit_scale_`), never in the forward pass.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class VideoTextModel(nn.Module):
         """Embeddings of a batch of clips [B, T, H, W, 3] (uint8) and captions [B, L].
 
         Returns `video` [B, D], `text` [B, D], `video_frames` [B, T, D], `text_words` [B, L, D] (all
-        L2-normalised), `word_mask` [B, L] (bool) and `logit_scale` (exp of the parameter, clamped).
+        L2-normalised), `word_mask` [B, L] (bool) and `logit_scale` (exp of the parameter; not clamped
+        here, so its gradient never vanishes at the bound: see `clamp_logit_scale_`).
         With `caption_ids` [B, Lc] (start token ... end token, padded; `caption_mask` marks real
         tokens), also `caption_logits` [B, Lc-1, V] and `caption_labels` [B, Lc-1], padding set to -100.
         """
@@ -86,7 +88,7 @@ class VideoTextModel(nn.Module):
             "video_frames": self._project_video(video.frames),
             "text_words": self._project_text(text.words),
             "word_mask": text.mask,
-            "logit_scale": self.logit_scale.exp().clamp(max=self.logit_scale_max),
+            "logit_scale": self.logit_scale.exp(),
         }
         if want_caption:
             if caption_ids.dim() != 2 or caption_ids.shape[0] != frames.shape[0]:
@@ -98,6 +100,13 @@ class VideoTextModel(nn.Module):
             out["caption_logits"] = self.caption_head(memory, caption_ids[:, :-1])
             out["caption_labels"] = caption_ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)
         return out
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the log-parameter in place to at most log(`logit_scale_max`). Call after each optimizer
+        step, as CLIP trainers do: a clamp in the forward pass would zero the gradient for good once the
+        scale crossed the bound."""
+        self.logit_scale.clamp_(max=math.log(self.logit_scale_max))
 
     def _project_video(self, x: Tensor) -> Tensor:
         return F.normalize(self.video_encoder.proj(x), dim=-1)
