@@ -202,6 +202,11 @@ def test_dual_softmax_matches_reference(seed, chunk_size):
     target = torch.randint(0, 13, (17,), generator=g)
     rescored = dual_softmax_reference((q @ c.T).tolist(), 2.0)
     expected = brute_force_ranks(rescored, [(i, int(t)) for i, t in enumerate(target)])
+    # Our blocks are other products than this one matrix: make sure no near-tie could flip a rank.
+    # (Relative gaps: re-scored values span many orders of magnitude, each with a small relative error.)
+    for row, t in zip(rescored, target):
+        match = row[int(t)]
+        assert all(abs(s - match) > 1e-9 * max(abs(s), abs(match)) for s in row if s != match)
     got = retrieval_ranks_from_embeddings(
         q, c, query_to_target=target, chunk_size=chunk_size, dual_softmax=True, dual_softmax_scale=2.0
     )
