@@ -174,7 +174,8 @@ def reference_soft_max_directions(frames, words, frame_mask, word_mask, alpha):
         for c in range(words.shape[0]):
             ts = [t for t in range(frames.shape[1]) if frame_mask[a, t]]
             ls = [l for l in range(words.shape[1]) if word_mask[c, l]]
-            s = [[float(F.normalize(frames[a, t], dim=0) @ F.normalize(words[c, l], dim=0)) for l in ls] for t in ts]
+            x, w = F.normalize(frames[a], dim=-1), F.normalize(words[c], dim=-1)
+            s = [[float(x[t] @ w[l]) for l in ls] for t in ts]
             w2f[a, c] = sum(soft([s[i][j] for i in range(len(ts))]) for j in range(len(ls))) / len(ls)
             f2w[a, c] = sum(soft([s[i][j] for j in range(len(ls))]) for i in range(len(ts))) / len(ts)
     return w2f, f2w

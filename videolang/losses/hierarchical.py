@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from videolang.config import LEVELS
+from videolang.data.manifest import LEVELS
 from videolang.losses.checks import as_scale, check_index, check_pair
 from videolang.losses.contrastive import info_nce, pair_loss
 from videolang.losses.distributed import gather_no_grad, gather_pair

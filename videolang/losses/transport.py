@@ -90,7 +90,9 @@ def sinkhorn(
         c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
     iterations = _kernel_iterations if kernel_route else _log_iterations
     with torch.autocast(device_type=c.device.type, enabled=False):
-        plans = [iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every) for g in _cache_groups(c)]
+        plans = [
+            iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every) for g in _cache_groups(c)
+        ]
     plan = plans[0] if len(plans) == 1 else torch.cat(plans)
     plan = plan.to(cost.dtype)
     return plan.squeeze(0) if single else plan

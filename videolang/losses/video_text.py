@@ -13,7 +13,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from videolang.config import LEVELS, LossConfig
+from videolang.config import LossConfig
+from videolang.data.manifest import LEVELS
 from videolang.losses.caption import caption_loss
 from videolang.losses.checks import check_index, check_mask, check_tensor
 from videolang.losses.contrastive import info_nce, rectified_info_nce
@@ -103,7 +104,7 @@ class VideoTextLoss(nn.Module):
         - `logit_scale`: the model's scale (exp of its log parameter) for the clip-level terms;
         - `video_frames` `[B, T, D]` + `frame_mask` `[B, T]`, `text_words` `[B, L, D]` + `word_mask`
           `[B, L]`: token embeddings for the soft-max similarity (paragraph term, `fine_weight > 0`);
-        - `levels` `[B]`: index into `videolang.config.LEVELS` per sample (hierarchical terms);
+        - `levels` `[B]`: index into `videolang.data.manifest.LEVELS` per sample (hierarchical terms);
         - `parent` `[B]`: index of each sample's parent in the batch, -1 for none (cross-level term);
         - `paragraph_mask` `[V, K]` with B = V * K: the batch is V videos of K consecutive clips,
           True for real clips (paragraph term; also masks padded clips out of every other term);
