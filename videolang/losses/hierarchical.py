@@ -32,7 +32,7 @@ def level_info_nce(
     mask: Optional[Tensor] = None,
 ) -> dict[str, Tensor]:
     """`{"level/<name>": loss}` for every level with a non-zero weight (the weights are applied by the
-    caller). `levels` `[B]` holds indices into `videolang.config.LEVELS` (phase, step, task, clip).
+    caller). `levels` `[B]` holds indices into `videolang.data.manifest.LEVELS` (phase, step, task, clip).
 
     A level with no samples on this rank contributes zero here but still serves as candidates for the
     other ranks, whose gradients reach this rank's features through the gather.
