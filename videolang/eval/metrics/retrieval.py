@@ -270,8 +270,8 @@ def _count_at_least(
         block = kept[1] if kept is not None and first == kept[0] else scores(first, first + chunk_size)
         # Compare in place into the scratch block: a float 0/1 result sums with vectorised kernels (a
         # bool one takes a far slower path) and no second buffer competes for cache. Exact: the sum is
-        # accumulated in at least float32 (a half-precision sum would round counts above 256), and a
-        # block row counts at most N candidates, far below 2**24.
+        # accumulated in at least float32 (a half-precision sum would round counts above 256), a block row
+        # holds at most chunk_size ones, and merged columns count in float64 from 2**24 candidates on.
         torch.ge(block, column, out=block)
         if multiplicity is None:
             count += block.sum(1, dtype=_count_dtype(block.dtype)).long()
@@ -431,8 +431,10 @@ def _same_items(x: Tensor, dim: int, a: Tensor, b: Tensor, budget: int = 1 << 24
 
 
 def _multiplicity(owner: Tensor, size: int, dtype: torch.dtype) -> Tensor:
-    """How many items each merged column stands for, in a dtype that counts exactly (>= float32)."""
-    return torch.bincount(owner, minlength=size).to(_count_dtype(dtype))
+    """How many items each merged column stands for, in a dtype whose sums of them stay exact: at least
+    float32, float64 from 2**24 items on."""
+    exact = torch.float64 if owner.numel() >= 2**24 else _count_dtype(dtype)
+    return torch.bincount(owner, minlength=size).to(exact)
 
 
 def _count_dtype(dtype: torch.dtype) -> torch.dtype:
