@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from videolang.losses import info_nce, level_info_nce, rectified_info_nce
+from videolang.losses import distributed, gather_with_grad, info_nce, level_info_nce, rectified_info_nce
 
 LOSSES = ("info_nce", "masked", "rectified", "levels")
 
@@ -68,6 +68,57 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         shard = inputs["clips"].shape[0] // world
         rows = slice(rank * shard, (rank + 1) * shard)
         results = {name: contrastive_step(inputs, rows, name) for name in LOSSES}
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def gather_inputs(rows: int = 8, dim: int = 5) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return {
+        "x": torch.randn(rows, dim, generator=gen, dtype=torch.float64),
+        "weight": torch.randn(rows, rows, generator=gen, dtype=torch.float64),
+    }
+
+
+def gather_loss(x: torch.Tensor, gathered: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A loss of the rows `x` against all gathered rows, logits `x gathered^T` as in the contrastive
+    losses. Written as an einsum, whose backward hands `gathered` a transposed, non-contiguous gradient
+    (`x @ gathered.T` gets a contiguous one from torch 2.13's layout-matching matmul backward; older
+    releases and other ops differ). The test checks that the non-contiguous case did arise."""
+    return (torch.tanh(torch.einsum("id,jd->ij", x, gathered)) * weight).sum()
+
+
+def gather_step(inputs: dict[str, torch.Tensor], rows: slice, gather) -> tuple[torch.Tensor, bool]:
+    """Gradient of `gather_loss` with respect to this shard's rows (the whole batch in one process), and
+    whether the gradient that reached the gathered tensor was contiguous."""
+    x = inputs["x"][rows].clone().requires_grad_()
+    gathered = gather(x)
+    contiguous = []
+    gathered.register_hook(lambda grad: contiguous.append(grad.is_contiguous()))
+    gather_loss(x, gathered, inputs["weight"][rows]).backward()
+    return x.grad, all(contiguous)
+
+
+def gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Per rank, the shard's gradient through `gather_with_grad`, with each gather implementation."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        inputs = gather_inputs()
+        shard = inputs["x"].shape[0] // world
+        rows = slice(rank * shard, (rank + 1) * shard)
+        results = {}
+        for implementation in ("functional", "function"):
+            if implementation == "functional" and distributed._FUNCTIONAL_GATHER is None:
+                continue
+            distributed.GATHER_IMPLEMENTATION = implementation
+            grad, contiguous = gather_step(inputs, rows, gather_with_grad)
+            results[implementation] = grad
+            results[implementation + "/contiguous"] = torch.tensor(contiguous)
+            # The gathered tensor is a plain tensor holding every rank's rows in rank order.
+            gathered = gather_with_grad(inputs["x"][rows])
+            results[implementation + "/gathered"] = gathered.detach().clone()
+            results[implementation + "/type"] = torch.tensor(type(gathered) is torch.Tensor)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

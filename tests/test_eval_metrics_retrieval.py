@@ -120,6 +120,70 @@ def test_duplicate_of_the_match_always_ties(chunk_size):
     assert (ranks >= 2).all()
 
 
+def exact_scores(q: torch.Tensor, c: torch.Tensor) -> list[list[float]]:
+    """Dot products in float64, pair by pair in one fixed order: identical vectors score identically."""
+    cq, cc = q.double().tolist(), c.double().tolist()
+    return [[float(sum(a * b for a, b in zip(qi, cj))) for cj in cc] for qi in cq]
+
+
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+def test_identical_candidates_count_once_each_and_tie(chunk_size):
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(50, 16, generator=g)
+    c = torch.randn(80, 16, generator=g)
+    c[50:] = c[[3, 3, 3, 10, 11, 20, 20, 49, 0, 1] * 3]  # duplicates of matches, several of some
+    exact = exact_scores(q, c)
+    # No two distinct candidates come within 1e-4 of a match's exact score, so float32 rounding cannot
+    # reorder them on any machine; identical ones tie exactly.
+    for i, row in enumerate(exact):
+        gaps = [abs(s - row[i]) for j, s in enumerate(row) if j != i and not torch.equal(c[j], c[i])]
+        assert min(gaps) > 1e-4
+    target = torch.arange(50)
+    expected = brute_force_ranks(exact, [(i, i) for i in range(50)])
+    got = retrieval_ranks_from_embeddings(q, c, query_to_target=target, chunk_size=chunk_size)
+    assert got.tolist() == expected
+    # Video -> text with duplicate captions: candidate j belongs to query owner[j].
+    owner = torch.cat([torch.arange(50), torch.randint(0, 50, (30,), generator=g)])
+    expected = brute_force_ranks(exact, [(int(o), j) for j, o in enumerate(owner)])
+    got = retrieval_ranks_from_embeddings(q, c, candidate_to_query=owner, chunk_size=chunk_size)
+    assert got.tolist() == expected
+
+
+def test_signed_zeros_are_the_same_embedding():
+    q = torch.tensor([[1.0, 0.5, 0.0], [0.3, 1.0, 0.2]])
+    c = torch.tensor([[1.0, 0.5, 0.0], [0.3, 1.0, 0.2], [1.0, 0.5, -0.0]])
+    ranks = retrieval_ranks_from_embeddings(q, c, query_to_target=torch.tensor([0, 1]), chunk_size=1)
+    assert ranks.tolist() == [2, 1]  # candidate 2 equals candidate 0 in value: a tie, counted ahead
+
+
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+def test_dual_softmax_of_a_matrix_ties_identical_columns(chunk_size):
+    g = torch.Generator().manual_seed(2)
+    sim = torch.randn(120, 120, generator=g)
+    sim[:, 60:] = sim[:, :60]
+    ranks = retrieval_ranks(sim, chunk_size=chunk_size, dual_softmax=True, dual_softmax_scale=3.0)
+    assert (ranks[:60] >= 2).all()
+    plain = retrieval_ranks(sim, chunk_size=chunk_size)  # given scores: compared exactly as given
+    assert plain.tolist() == brute_force_ranks(sim.tolist(), [(i, i) for i in range(120)])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_counts_are_exact_above_256(dtype):
+    # Small integers: every score is exact in any dtype and kernel, and most candidates tie.
+    g = torch.Generator().manual_seed(3)
+    q = torch.randint(-1, 2, (600, 3), generator=g).float()
+    c = torch.randint(-1, 2, (600, 3), generator=g).float()
+    expected = brute_force_ranks(exact_scores(q, c), [(i, i) for i in range(600)])
+    assert max(expected) > 300
+    # Two more coordinates make every candidate distinct (no merged columns) without changing a score.
+    ids = torch.stack(torch.meshgrid(torch.arange(25.0), torch.arange(25.0), indexing="ij"), -1).view(-1, 2)
+    q_ext, c_ext = torch.cat([q, torch.zeros(600, 2)], 1), torch.cat([c, ids[:600] - 12], 1)
+    for chunk_size in (600, 7):
+        for qq, cc in ((q, c), (q_ext, c_ext)):
+            got = retrieval_ranks_from_embeddings(qq.to(dtype), cc.to(dtype), chunk_size=chunk_size)
+            assert got.tolist() == expected
+
+
 def test_constant_scores_rank_every_match_last():
     metrics = retrieval_metrics(torch.zeros(12, 12))
     assert metrics["R@1"] == metrics["R@10"] == 0.0
@@ -138,6 +202,11 @@ def test_dual_softmax_matches_reference(seed, chunk_size):
     target = torch.randint(0, 13, (17,), generator=g)
     rescored = dual_softmax_reference((q @ c.T).tolist(), 2.0)
     expected = brute_force_ranks(rescored, [(i, int(t)) for i, t in enumerate(target)])
+    # Our blocks are other products than this one matrix: make sure no near-tie could flip a rank.
+    # (Relative gaps: re-scored values span many orders of magnitude, each with a small relative error.)
+    for row, t in zip(rescored, target):
+        match = row[int(t)]
+        assert all(abs(s - match) > 1e-9 * max(abs(s), abs(match)) for s in row if s != match)
     got = retrieval_ranks_from_embeddings(
         q, c, query_to_target=target, chunk_size=chunk_size, dual_softmax=True, dual_softmax_scale=2.0
     )

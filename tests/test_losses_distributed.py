@@ -6,8 +6,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from _dist_helpers import LOSSES, contrastive_step, make_inputs, worker
-from videolang.losses import gather_with_grad
+from _dist_helpers import (
+    LOSSES,
+    contrastive_step,
+    gather_inputs,
+    gather_step,
+    gather_worker,
+    make_inputs,
+    worker,
+)
+from videolang.losses import distributed, gather_with_grad
 
 WORLD = 2
 
@@ -40,3 +48,32 @@ def test_two_ranks_match_one_process(per_rank, name):
 def test_gather_is_identity_outside_distributed():
     x = torch.randn(3, 4, requires_grad=True)
     assert gather_with_grad(x) is x
+
+
+@pytest.fixture(scope="module")
+def gather_per_rank(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gather")
+    mp.spawn(gather_worker, args=(WORLD, str(folder / "init"), str(folder)), nprocs=WORLD, join=True)
+    return [torch.load(folder / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("implementation", ["functional", "function"])
+def test_gather_backward_takes_non_contiguous_gradients(gather_per_rank, implementation):
+    """Used as `x @ gathered.T`, the gathered rows receive a transposed (non-contiguous) gradient. Each
+    shard's gradient must be that of the single process on the whole batch, for the summed rank losses."""
+    if implementation == "functional" and distributed._FUNCTIONAL_GATHER is None:
+        pytest.skip("this torch has no functional autograd all-gather")
+    inputs = gather_inputs()
+    single, _ = gather_step(inputs, slice(None), lambda x: x * 1.0)
+    shard = inputs["x"].shape[0] // WORLD
+    for rank, results in enumerate(gather_per_rank):
+        assert not results[implementation + "/contiguous"]  # the case under test did arise
+        torch.testing.assert_close(results[implementation], single[rank * shard : (rank + 1) * shard])
+        torch.testing.assert_close(results[implementation + "/gathered"], inputs["x"], rtol=0, atol=0)
+        assert results[implementation + "/type"]  # a plain tensor, not an async wrapper
+
+
+def test_the_functional_gather_is_preferred_where_torch_has_it():
+    expected = "functional" if distributed._FUNCTIONAL_GATHER is not None else "function"
+    assert distributed.GATHER_IMPLEMENTATION == expected

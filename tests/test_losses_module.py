@@ -93,6 +93,23 @@ def test_every_term_is_weighted_into_the_total():
     assert out["logit_scale"].grad is not None and out["video"].grad is not None
 
 
+def test_paragraph_temperature_frozen_or_learned_from_the_config_and_clamped_on_request():
+    learned = build_loss(LossConfig(paragraph_weight=0.1))
+    assert [name for name, _ in learned.named_parameters()] == ["paragraph.log_scale"]
+    with torch.no_grad():
+        learned.paragraph.log_scale.fill_(9.0)
+    learned.clamp_parameters_()
+    assert learned.paragraph.logit_scale().item() == pytest.approx(100.0)
+    # The config field may not exist yet (older LossConfig): learned is the default.
+    frozen_cfg = LossConfig(paragraph_weight=0.1)
+    object.__setattr__(frozen_cfg, "paragraph_learn_temperature", False)
+    frozen = build_loss(frozen_cfg)
+    assert list(frozen.parameters()) == []
+    torch.testing.assert_close(frozen.paragraph.logit_scale().item(), 1 / 0.07)
+    frozen.clamp_parameters_()
+    build_loss(LossConfig()).clamp_parameters_()  # no paragraph term: nothing to clamp
+
+
 def test_padded_clips_leave_the_clip_term():
     out = model_outputs(2)
     result = build_loss(LossConfig())(out["video"], out["text"], 12.0, paragraph_mask=out["paragraph_mask"])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import shutil
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import ot
@@ -13,7 +11,7 @@ import pytest
 import torch
 
 from videolang.losses import LossError, sinkhorn
-from videolang.losses import fused_sinkhorn, transport
+from videolang.losses import transport
 from videolang.utils import cpu
 
 
@@ -28,10 +26,6 @@ def random_problem(batch, n, m, *, seed, dtype=torch.float64, scale=1.0, uniform
         b = torch.rand(batch, m, generator=gen, dtype=torch.float64) + 0.05
         a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
     return cost.to(dtype), a.to(dtype), b.to(dtype)
-
-
-# Tests of the fused solver itself; the routing and fallback tests below run either way.
-needs_extension = pytest.mark.skipif(not fused_sinkhorn.available(), reason="the fused solver's extension is not built")
 
 
 def pot_plans(cost, a, b, eps, iters, method="sinkhorn_log", stop=0.0):
@@ -154,6 +148,12 @@ def test_zero_mass_entries_get_an_empty_row_and_column():
     rows = [0, 1, 3, 4, 5]
     reduced = sinkhorn(cost[:, rows][:, :, :4], 0.1, n_iters=300, a=a[:, rows], b=b[:, :4])
     torch.testing.assert_close(plan[:, rows][:, :, :4], reduced)
+    # Not only at convergence: at every iteration count the plan is that of the problem without them.
+    for iters in (1, 3, 20):
+        for domain in ("auto", "log"):
+            padded = sinkhorn(cost, 0.1, n_iters=iters, a=a, b=b, domain=domain)
+            reduced = sinkhorn(cost[:, rows][:, :, :4], 0.1, n_iters=iters, a=a[:, rows], b=b[:, :4], domain=domain)
+            torch.testing.assert_close(padded[:, rows][:, :, :4], reduced, rtol=1e-12, atol=1e-15)
 
 
 def test_half_precision_costs_are_solved_in_fp32():
@@ -198,7 +198,6 @@ def test_bad_input_raises_one_line_error(kwargs, message):
 @pytest.mark.parametrize("domain", ["auto", "log"])
 def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     cost, a, b = random_problem(7, 9, 8, seed=13)
-    monkeypatch.setattr(transport, "_fused_variant", lambda cost: None)  # groups belong to the torch loops
     whole = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
     # A budget of two problems per group splits the batch into 4 groups (the last one short).
     two_problems = 2 * (2 * 9 * 8 * cost.element_size())
@@ -206,149 +205,6 @@ def test_cache_sized_groups_give_the_same_plans(monkeypatch, domain):
     assert len(transport._cache_groups(cost)) == 4
     grouped = sinkhorn(cost, 0.1, n_iters=30, a=a, b=b, domain=domain)
     torch.testing.assert_close(grouped, whole, rtol=0, atol=1e-15)
-
-
-@needs_extension
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("batch, n, m", [(16, 9, 9), (37, 33, 20), (3, 5, 7), (5, 3, 4), (4, 1, 6), (3, 6, 1)])
-def test_fused_solver_matches_the_torch_loop_and_the_log_route(monkeypatch, dtype, batch, n, m):
-    # 16 problems fill whole blocks (2 to 16 lanes), 37 and 5 leave a block part-filled and 3 pad one;
-    # 9, 33, 5 and 3 rows leave 1 or 3 rows after the groups of four; one row or one column.
-    cost, a, b = random_problem(batch, n, m, seed=n + m, dtype=dtype)
-    assert transport._fused_variant(cost)  # small CPU problems take the fused solver by default
-    fast = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
-    log = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b, domain="log")
-    monkeypatch.setattr(transport, "_fused_variant", lambda cost: None)
-    plain = sinkhorn(cost, 0.05, n_iters=50, a=a, b=b)
-    atol = 1e-6 if dtype == torch.float32 else 1e-14
-    torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
-    torch.testing.assert_close(fast, log, rtol=0, atol=atol)
-    # Every instruction-set variant this CPU runs (the default is only the widest).
-    x = cost.numpy()
-    c_min = x.reshape(batch, -1).min(1)
-    for variant in fused_sinkhorn.variants():
-        plan = fused_sinkhorn.solve(x, c_min, 0.05, a.numpy(), b.numpy(), 50, None, 10, variant=variant)
-        torch.testing.assert_close(torch.from_numpy(plan), plain, rtol=0, atol=atol, msg=variant)
-
-
-@needs_extension
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_solver_takes_costs_of_any_layout(dtype):
-    # A transposed (non-contiguous) cost: the solver works in place on a C-ordered kernel of its own.
-    cost, a, b = random_problem(6, 9, 7, seed=21, dtype=dtype)
-    view = cost.transpose(1, 2).contiguous().transpose(1, 2)
-    assert not view.is_contiguous() and transport._fused_variant(view)
-    torch.testing.assert_close(sinkhorn(view, 0.05, 30, a, b), sinkhorn(cost, 0.05, 30, a, b), rtol=0, atol=0)
-    assert torch.equal(view, cost)  # the caller's cost is untouched
-
-
-@needs_extension
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_every_variant_stops_each_block_at_the_tolerance(dtype):
-    # A block of W problems (W = vector bytes / item size) stops as the torch loop stops a group of the
-    # same W problems: at the first check where all of them are within tol.
-    cost, a, b = random_problem(37, 10, 8, seed=23, dtype=dtype)
-    x, c_min = cost.numpy(), cost.reshape(37, -1).amin(1)
-    tol = 1e-4 if dtype == torch.float32 else 1e-9
-    for variant, vector_bytes in fused_sinkhorn._sinkhorn_kernel.variants():
-        w = vector_bytes // cost.element_size()
-        plan = fused_sinkhorn.solve(x, c_min.numpy(), 0.05, a.numpy(), b.numpy(), 5000, tol, 4, variant)
-        ref = torch.cat([
-            transport._kernel_iterations(cost[g], c_min[g], 0.05, a[g], b[g], 5000, tol, 4)
-            for g in (slice(s, s + w) for s in range(0, 37, w))
-        ])
-        atol = 1e-6 if dtype == torch.float32 else 1e-14
-        torch.testing.assert_close(torch.from_numpy(plan), ref, rtol=0, atol=atol, msg=variant)
-        assert (torch.from_numpy(plan).sum(-2) - b).abs().sum(-1).max() < tol
-
-
-@needs_extension
-def test_a_nan_problem_keeps_its_block_iterating_like_the_torch_loop():
-    # NaN compares false with everything: the stop test must not take a NaN error for convergence.
-    cost, a, b = random_problem(2, 6, 6, seed=29)
-    x, c_min = cost.numpy(), cost.reshape(2, -1).amin(1).numpy()
-    a_nan = a.numpy().copy()
-    a_nan[1, 0] = np.nan
-    stopped = fused_sinkhorn.solve(x, c_min, 0.05, a_nan, b.numpy(), 300, 1e-3, 5, "base")
-    full = fused_sinkhorn.solve(x, c_min, 0.05, a_nan, b.numpy(), 300, None, 5, "base")
-    early = fused_sinkhorn.solve(x, c_min, 0.05, a.numpy(), b.numpy(), 300, 1e-3, 5, "base")
-    assert np.isnan(stopped[1]).all()
-    np.testing.assert_array_equal(stopped[0], full[0])  # all 300 iterations ran
-    assert np.abs(early[0] - full[0]).max() > 1e-9  # without the NaN the block stops early
-
-
-@needs_extension
-def test_fused_solver_stops_at_the_tolerance_like_the_torch_loop(monkeypatch):
-    # Two problems are one block in every variant and one cache group: both solvers stop at the same check.
-    cost, a, b = random_problem(2, 10, 10, seed=14)
-    fast = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
-    monkeypatch.setattr(transport, "_fused_variant", lambda cost: None)
-    plain = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b, tol=1e-6, check_every=3)
-    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-15)
-    assert (fast.sum(-2) - b).abs().sum(-1).max() < 1e-6
-    full = sinkhorn(cost, 0.05, n_iters=10_000, a=a, b=b)
-    assert (fast - full).abs().max() > 1e-12  # it did stop early
-
-
-@needs_extension
-def test_fused_solver_only_on_cpu_and_with_the_extension(monkeypatch):
-    assert transport._fused_variant(torch.empty(64, 33, 33, dtype=torch.float64)) in fused_sinkhorn.variants()
-    meta = torch.empty(2, 4, 4, device="meta")  # stands in for an accelerator: never the CPU solver
-    assert transport._fused_variant(meta) is None
-    monkeypatch.setattr(transport, "_CPU_CACHE_BYTES_PER_THREAD", 0)
-    monkeypatch.setattr(transport, "_L1_BYTES", 0)
-    assert transport._fused_variant(torch.empty(64, 9, 9)) is None  # no block fits: the torch loop
-    monkeypatch.undo()
-    cost, a, b = random_problem(4, 9, 9, seed=17)
-    fused = sinkhorn(cost, 0.05, n_iters=40, a=a, b=b)
-    monkeypatch.setattr(fused_sinkhorn, "_sinkhorn_kernel", None)  # not built: the torch loop takes over
-    assert not fused_sinkhorn.available() and fused_sinkhorn.variants() == []
-    assert transport._fused_variant(cost) is None
-    torch.testing.assert_close(sinkhorn(cost, 0.05, n_iters=40, a=a, b=b), fused, rtol=0, atol=1e-14)
-
-
-@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler to build the extension")
-def test_the_extension_is_built_where_a_compiler_exists():
-    # An install that silently lost the extension would still pass every other test, on the slow path.
-    assert fused_sinkhorn.available()
-    assert fused_sinkhorn.variants()[-1] == "base"  # the portable variant runs everywhere
-
-
-@needs_extension
-def test_the_extension_refuses_arrays_it_cannot_solve_in_place():
-    from videolang.losses import _sinkhorn_kernel as kernel
-
-    k = np.ones((2, 3, 4))
-    a, b = np.full((2, 3), 1 / 3), np.full((2, 4), 1 / 4)
-    kernel.solve(k, a, b, 5, -1.0, 10)
-    np.testing.assert_allclose(k.sum(-1), a, rtol=1e-12)
-    bad = [
-        ((k.astype(np.float32), a, b, 5, -1.0, 10), "one dtype"),
-        ((k, np.ascontiguousarray(a[:, :2]), b, 5, -1.0, 10), r"\[B, N\]"),
-        ((k, a, b[:1], 5, -1.0, 10), r"\[B, N\]"),
-        ((k, a, b, 0, -1.0, 10), "positive"),
-        ((k, a, b, 5, -1.0, 0), "positive"),
-        ((k.astype(np.int64), a, b, 5, -1.0, 10), "float32 or float64"),
-        ((k[0], a, b, 5, -1.0, 10), "3-d"),
-    ]
-    for args, message in bad:
-        with pytest.raises(ValueError, match=message):
-            kernel.solve(*args)
-    with pytest.raises(ValueError, match="unknown variant"):
-        kernel.solve(k, a, b, 5, -1.0, 10, "no-such-isa")
-    with pytest.raises(ValueError, match="k must be a C-contiguous, writable"):  # no in-place solve on a copy
-        kernel.solve(np.ones((2, 4, 3)).transpose(0, 2, 1), a, b, 5, -1.0, 10)
-    read_only = np.ones((2, 3, 4))
-    read_only.flags.writeable = False
-    with pytest.raises(ValueError, match="k must be a C-contiguous, writable"):
-        kernel.solve(read_only, a, b, 5, -1.0, 10)
-    with pytest.raises(ValueError, match="a must be a C-contiguous float32"):
-        kernel.solve(k, np.ones((3, 2)).T, b, 5, -1.0, 10)
-    # Marginals inside k would be overwritten by earlier blocks' plans before they are read.
-    shared = np.ones((2, 3, 4))
-    with pytest.raises(ValueError, match="share memory"):
-        kernel.solve(shared, shared.reshape(-1)[:6].reshape(2, 3), b, 5, -1.0, 10)
-    np.testing.assert_array_equal(shared, 1.0)  # refused before anything was written
 
 
 def test_inspection_agrees_between_numpy_and_torch():
@@ -396,23 +252,6 @@ def test_cache_sizes_read_from_sysfs_or_none(tmp_path, monkeypatch):
     assert transport._l2_budget() == 2048 * 1024 * 3 // 4
     monkeypatch.setattr(cpu, "cache_bytes", lambda level: None)
     assert transport._l2_budget(default=123) == 123
-
-
-def test_variant_pick_keeps_the_block_in_the_nearest_cache(monkeypatch):
-    found = [("avx512", 64), ("avx2", 32), ("base", 16)]
-    monkeypatch.setattr(fused_sinkhorn, "_sinkhorn_kernel", SimpleNamespace(variants=lambda: found))
-    l1, l2 = 48 << 10, 1536 << 10
-
-    def pick(n):
-        return fused_sinkhorn.pick(n, n, l1, l2)
-
-    assert pick(9) == "avx512"  # 5 KiB: in L1 either way, the widest
-    assert pick(33) == "avx2"  # 70 KiB does not fit L1, 35 KiB does
-    assert pick(41) == "avx512"  # neither fits L1, both fit L2: the widest; never the 16-byte one
-    assert pick(161) == "avx2"  # 1.6 MiB does not fit the L2 budget, 0.8 MiB does
-    assert pick(257) is None  # nothing fits: the torch loop
-    found[:2] = []
-    assert pick(129) == "base"  # the only one this CPU runs
 
 
 def test_bfloat16_marginals_are_accepted_on_cpu():

@@ -243,3 +243,22 @@ def test_text_length_has_one_owner(tmp_path):
     model = build_model(cfg.model)
     with pytest.raises(ConfigError, match="data.max_text_len: 1000 tokens exceed"):
         build_streams(cfg, model.tokenizer, model.text_encoder.max_length, rank=0, world_size=1)
+
+
+@pytest.mark.parametrize("stage, precision", [(0, "fp32"), (0, "bf16"), (2, "fp32"), (3, "fp32")])
+def test_temperatures_are_clamped_in_the_optimizers_weights(stage, precision):
+    """Under ZeRO and bf16 the optimizer steps fp32 master copies: the clamp must reach those."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    worker = Path(__file__).with_name("_clamp_worker.py")
+    proc = subprocess.run([sys.executable, str(worker), str(stage), precision, str(SMOKE)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    values = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert values["model"] == pytest.approx(math.log(100.0), abs=1e-2)  # logit_scale_max
+    assert values["paragraph"] == pytest.approx(0.0, abs=1e-2)  # temperature <= 1: log scale >= 0
+    assert values["dtype"] == "torch.float32"  # the master copy, not a bf16 module copy

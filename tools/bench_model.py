@@ -67,9 +67,9 @@ def cpu_peak_bytes(step) -> int:
 def run_job(job: dict) -> dict:
     """One size + variant: build, warm up, time `steps` training steps. Runs in its own process."""
     import torch
-    import torch.nn.functional as F
 
-    from videolang.config import ModelConfig
+    from videolang.config import LossConfig, ModelConfig
+    from videolang.losses import build_loss
     from videolang.models import build_model, estimate_flops
 
     if job["threads"]:
@@ -84,17 +84,14 @@ def run_job(job: dict) -> dict:
     ids = torch.randint(1000, 2000, (batch, TEXT_LEN), device=device)
     mask = torch.ones_like(ids)
     caption = ids if cfg.caption_head else None
+    # The training objective itself: symmetric InfoNCE, plus the caption LM loss with the caption head.
+    loss_fn = build_loss(LossConfig(caption_weight=1.0 if cfg.caption_head else 0.0)).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16")
 
     def step() -> None:
         with autocast:
             out = model(clips, ids, mask, caption_ids=caption)
-            logits = out["logit_scale"] * out["video"] @ out["text"].T
-            target = torch.arange(batch, device=device)
-            loss = F.cross_entropy(logits.float(), target) + F.cross_entropy(logits.T.float(), target)
-            if caption is not None:
-                caption_logits = out["caption_logits"].flatten(0, 1).float()
-                loss = loss + F.cross_entropy(caption_logits, out["caption_targets"].flatten())
+            loss = loss_fn(**out)["loss"]
         loss.backward()
         model.zero_grad(set_to_none=True)
 

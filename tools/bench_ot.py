@@ -6,17 +6,15 @@ alike; see `time_interleaved` for what is timed):
   --quick, of `ot.sinkhorn(method="sinkhorn_log")`;
 - POT's batched solver `ot.batch.solve_batch` on torch tensors, log domain (its default for reg > 0) and
   kernel domain;
-- ours with `domain="auto"` (kernel updates where provably safe, which holds for these problems: on CPU
-  the fused C solver), the same with the fused solver switched off (torch's grouped loop, what runs where
-  the extension could not be built), and with `domain="log"`.
+- ours with `domain="auto"` (batched torch kernel-domain updates where provably safe, which holds for
+  these problems) and with `domain="log"`.
 Sizes default to Norton's paragraphs (8 and 32 clips plus the prompt bucket: 9x9, 33x33) and 129x129.
 A second table solves problems where kernel-domain updates underflow (eps = 0.01, costs up to 100) and
 reports which solvers stay finite and feasible.
 
     python tools/bench_ot.py            # B = 64, 50 iterations, eps = 0.05, fp32 and fp64, 2 threads
-    python tools/bench_ot.py --quick    # 9x9 and 33x33, 3 rounds
-    python tools/bench_ot.py --paragraph  # Norton's paragraph plans: fused solver vs the torch loop
-    python tools/bench_ot.py --variants --sizes 9 33 65 129  # the fused solver's instruction sets
+    python tools/bench_ot.py --quick    # 9x9 and 33x33, 3 rounds, 300 stability iterations (~1 minute)
+    python tools/bench_ot.py --paragraph  # Norton's paragraph plans: both routes
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ import numpy as np
 import ot
 import torch
 
-from videolang.losses import fused_sinkhorn, sinkhorn, transport
+from videolang.losses import sinkhorn
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 Solver = Callable[[torch.Tensor], object]
@@ -52,28 +50,12 @@ def pot_batch(cost: torch.Tensor, eps: float, iters: int, method: str) -> torch.
     return ot.batch.solve_batch(cost, eps, max_iter=iters, tol=0.0, method=method, grad="detach").plan
 
 
-def without_fused(fn: Solver) -> Solver:
-    """`fn` with the fused solver switched off: the kernel route runs torch's grouped loop, as it does
-    where the C extension could not be built."""
-
-    def run(cost: torch.Tensor) -> object:
-        fused = transport._fused_variant
-        transport._fused_variant = lambda c: None
-        try:
-            return fn(cost)
-        finally:
-            transport._fused_variant = fused
-
-    return run
-
-
 def solvers(eps: float, iters: int, with_log_loop: bool) -> dict[str, Solver]:
     table: dict[str, Solver] = {
         "POT loop sinkhorn": lambda c: pot_loop(c, eps, iters, "sinkhorn"),
         "POT batch log": lambda c: pot_batch(c, eps, iters, "log_sinkhorn"),
         "POT batch kernel": lambda c: pot_batch(c, eps, iters, "sinkhorn"),
         "ours auto": lambda c: sinkhorn(c, eps, iters),
-        "ours torch loop": without_fused(lambda c: sinkhorn(c, eps, iters)),
         "ours log": lambda c: sinkhorn(c, eps, iters, domain="log"),
     }
     if with_log_loop:
@@ -173,53 +155,24 @@ def stability_table(args: argparse.Namespace) -> None:
 
 
 def paragraph_table(args: argparse.Namespace) -> None:
-    """Norton's paragraph plans as `paragraph_loss` builds them (given marginals with padding, a bucket):
-    the fused solver against the torch loop it replaced on CPU, interleaved like the speed table."""
+    """Norton's paragraph plans as `paragraph_loss` builds them (given marginals with padding, a bucket),
+    timed like the steady speed table."""
     from videolang.losses.paragraph import alignment_plan
 
     gen = torch.Generator().manual_seed(2)
-
-    def plan(sim: torch.Tensor) -> object:
-        return alignment_plan(sim, video_mask, text_mask, bucket)
-
-    print("| videos = paragraphs | clips K | problems | fused (ms) | torch loop (ms) | speed-up |")
-    print("|---|---|---|---|---|---|")
+    print("| videos = paragraphs | clips K | problems | alignment_plan (ms) | per problem (us) |")
+    print("|---|---|---|---|---|")
     for videos, k in ((16, 8), (32, 8), (16, 32)):
-        sim = torch.rand(videos, videos, k, k, generator=gen) * 2 - 1
+        sim = torch.rand(videos, videos, k, k, generator=gen)
         video_mask = torch.ones(videos, k, dtype=torch.bool)
         video_mask[::3, k // 2 :] = False  # every third video has only half its clips
         text_mask = torch.ones(videos, k, dtype=torch.bool)
         text_mask[1::3, k // 2 :] = False
-        bucket = torch.full((videos, videos, 1, 1), -0.2)
-        fns = {"fused": plan, "torch loop": without_fused(plan)}
-        ms = {name: steady for name, (steady, _) in time_interleaved(fns, sim, args.rounds, args.block_ms / 1e3).items()}
-        print(f"| {videos} | {k} | {videos * videos} of {k + 1}x{k + 1} | {ms['fused']:.2f} | {ms['torch loop']:.2f}"
-              f" | {ms['torch loop'] / ms['fused']:.1f}x |", flush=True)
-
-
-def variants_table(args: argparse.Namespace) -> None:
-    """The fused solver's instruction-set variants side by side (and the one `pick` takes), and the torch
-    loop that runs where the extension is not built, on the same problems."""
-    gen = torch.Generator().manual_seed(3)
-    names = fused_sinkhorn.variants()
-    print("| size | dtype | " + " | ".join(f"{v} (ms)" for v in names) + " | torch loop (ms) | picked | torch loop / picked |")
-    print("|" + "---|" * (len(names) + 5))
-    for size in args.sizes:
-        for dname in args.dtypes:
-            cost = torch.rand(args.batch, size, size, generator=gen, dtype=torch.float64).to(DTYPES[dname])
-            x = cost.numpy()
-            c_min = x.reshape(len(x), -1).min(1)
-            a = np.full((len(x), size), 1.0 / size, x.dtype)
-
-            def fused(variant: str) -> Solver:
-                return lambda c: fused_sinkhorn.solve(x, c_min, args.eps, a, a, args.iters, None, 10, variant)
-
-            fns = {v: fused(v) for v in names}
-            fns["torch loop"] = without_fused(lambda c: sinkhorn(c, args.eps, args.iters))
-            ms = {name: steady for name, (steady, _) in time_interleaved(fns, cost, args.rounds, args.block_ms / 1e3).items()}
-            picked = transport._fused_variant(cost) or "torch loop"
-            print(f"| {size}x{size} | {dname} | " + " | ".join(f"{ms[v]:.3f}" for v in names)
-                  + f" | {ms['torch loop']:.3f} | {picked} | {ms['torch loop'] / ms[picked]:.2f}x |", flush=True)
+        bucket = torch.tensor(0.3)
+        fns = {"plan": lambda s: alignment_plan(s, video_mask, text_mask, bucket)}
+        ms = time_interleaved(fns, sim, args.rounds, args.block_ms / 1e3)["plan"][0]
+        print(f"| {videos} | {k} | {videos * videos} of {k + 1}x{k + 1} | {ms:.2f} | {ms * 1e3 / videos**2:.1f} |",
+              flush=True)
 
 
 def main() -> None:
@@ -233,28 +186,24 @@ def main() -> None:
     parser.add_argument("--block-ms", type=float, default=20.0, help="length of each method's block of calls")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stability-iters", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="9x9 and 33x33 only, 3 rounds, no sinkhorn_log loop")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="9x9 and 33x33 only, 3 rounds, no sinkhorn_log loop, 300 stability iterations",
+    )
     parser.add_argument("--paragraph", action="store_true", help="only the paragraph-loss table (fp32, CPU)")
-    parser.add_argument("--variants", action="store_true", help="only the fused solver's instruction-set variants")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 33] or args.sizes[:1]
         args.rounds = 3
+        args.stability_iters = min(args.stability_iters, 300)
     torch.set_num_threads(args.threads)
-    if args.variants:
-        if not fused_sinkhorn.available():
-            raise SystemExit("bench_ot: the fused solver's extension is not built")
-        print(f"Fused solver variants, steady ms per call, B = {args.batch}, {args.iters} it., {torch.get_num_threads()} threads\n")
-        variants_table(args)
-        return
     if args.paragraph:
         print(f"alignment_plan defaults (eps = 0.1, 50 iterations), fp32, {torch.get_num_threads()} threads\n")
         paragraph_table(args)
         return
     print(
         f"B = {args.batch}, {args.iters} iterations, eps = {args.eps}, uniform marginals, costs uniform in [0, 1], "
-        f"{torch.get_num_threads()} threads, POT {ot.__version__}, torch {torch.__version__}, "
-        f"fused solver variants {fused_sinkhorn.variants() or 'not built'}\n"
+        f"{torch.get_num_threads()} threads, POT {ot.__version__}, torch {torch.__version__}\n"
     )
     speed_table(args)
     print()

@@ -183,8 +183,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             row += [fmt(m.get(f"R@{k}")) for k in RECALL_AT] + [fmt(m.get("MdR"), 1), fmt(m.get("MnR"), 1)]
             print("| " + " | ".join(row) + " |", flush=True)
         reference = results["chunked"].metrics
+        # The methods compute their scores with different kernels (blocks, one N x N product, FAISS's own),
+        # which round differently: a near-tie may flip. Allow a few queries (0.05 %, at least 2) to move
+        # by one position; anything more is a real disagreement.
+        flips = max(2, n // 2000)
+        slack = {f"R@{k}": 100.0 * flips / n for k in RECALL_AT} | {"MdR": 0.5, "MnR": flips / n}
         for name, r in results.items():
-            if any(abs(r.metrics[key] - reference[key]) > 1e-9 for key in r.metrics if key != "dual_softmax"):
+            if any(abs(r.metrics[key] - reference[key]) > slack[key] + 1e-9 for key in r.metrics if key in slack):
                 notes.append(f"WARNING: N={n}: {name} disagrees with chunked: {r.metrics} vs {reference}")
         if n > args.dense_max:
             notes.append(f"N={n}: dense skipped (it would need ~{13 * n * n / 2**30:.0f} GiB; see --dense-max)")

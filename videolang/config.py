@@ -19,7 +19,7 @@ import yaml
 
 from videolang.errors import ConfigError
 
-LEVELS = ("phase", "step", "task", "clip")
+from videolang.data.manifest import LEVELS  # noqa: E402,F401  (one definition: the manifest schema's)
 
 
 @dataclass

@@ -12,10 +12,11 @@ from videolang.losses.paragraph import (
     ParagraphLoss,
     alignment_plan,
     fused_similarity,
+    paragraph_logits,
     paragraph_loss,
     prompt_bucket_value,
 )
-from videolang.losses.similarity import soft_max_similarity
+from videolang.losses.similarity import soft_max_directions, soft_max_similarity
 from videolang.losses.transport import sinkhorn
 from videolang.losses.video_text import VideoTextLoss, build_loss, check_loss_config
 
@@ -33,10 +34,12 @@ __all__ = [
     "gather_with_grad",
     "info_nce",
     "level_info_nce",
+    "paragraph_logits",
     "paragraph_loss",
     "prompt_bucket_value",
     "rectified_info_nce",
     "rectified_targets",
     "sinkhorn",
+    "soft_max_directions",
     "soft_max_similarity",
 ]

@@ -3,17 +3,37 @@
 Each rank scores its own B rows against all N = world * B columns. The gather keeps the autograd graph:
 its backward pass sums the gradients that every rank's loss sends to a shard and returns them to the
 rank that owns it, so no rank ever materialises the N x N logits.
+
+The gather is torch's functional collective with autograd (`all_gather_single_autograd`; backward: a
+sum reduce-scatter of the contiguous gradient), or, on a torch without it, `_AllGatherWithGrad` below
+(backward: a sum all-reduce of the contiguous gradient, then this rank's rows). Both accept the
+non-contiguous gradients that `video @ text_all.T` sends back; `torch.distributed.nn.functional.all_gather`,
+used before, dropped those in older torch releases.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import Tensor
+
+try:  # private module, present in every recent torch; only the autograd gather is taken from it
+    from torch.distributed import _functional_collectives as _fc
+except ImportError:  # pragma: no cover - torch without it
+    _fc = None
+
+# The functional autograd gather of this torch, newest name first (`all_gather_tensor_autograd` is the
+# older, deprecated name of the same op); None where torch has neither.
+_FUNCTIONAL_GATHER: Optional[Callable[..., Tensor]] = (
+    getattr(_fc, "all_gather_single_autograd", None) or getattr(_fc, "all_gather_tensor_autograd", None)
+    if _fc is not None
+    else None
+)
+# Which implementation `gather_with_grad` uses: "functional" where available, else "function".
+GATHER_IMPLEMENTATION = "functional" if _FUNCTIONAL_GATHER is not None else "function"
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -24,11 +44,41 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
-    """Every rank's `x` concatenated along dim 0 in rank order; gradients flow back to each owner."""
+    """Every rank's `x` concatenated along dim 0 in rank order; gradients flow back to each owner.
+
+    All ranks must pass the same shape. The gradient `x` receives is the sum, over ranks, of the
+    gradients their losses send to this rank's rows (see docs/losses.md).
+    """
     _, world = rank_and_world()
     if world == 1:
         return x
-    return torch.cat(dist_nn.all_gather(x), dim=0)
+    x = x.contiguous()
+    if GATHER_IMPLEMENTATION == "functional" and _FUNCTIONAL_GATHER is not None:
+        out = _FUNCTIONAL_GATHER(x, 0, dist.group.WORLD)
+        # An AsyncCollectiveTensor: wait for it here (the graph is kept) and hand on a plain tensor.
+        return out.wait() if hasattr(out, "wait") else out
+    return _AllGatherWithGrad.apply(x)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums the incoming gradient over ranks (all-reduce) and
+    returns this rank's rows. The gradient is copied to a contiguous buffer first: it may be a
+    transposed view, and the all-reduce works in place."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        rank, world = rank_and_world()
+        ctx.rows = (rank * x.shape[0], (rank + 1) * x.shape[0])
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start, end = ctx.rows
+        return grad[start:end]
 
 
 def gather_no_grad(x: Tensor) -> Tensor:

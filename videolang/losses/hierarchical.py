@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from videolang.config import LEVELS
+from videolang.data.manifest import LEVELS
 from videolang.losses.checks import as_scale, check_index, check_pair
 from videolang.losses.contrastive import info_nce, pair_loss
 from videolang.losses.distributed import gather_no_grad, gather_pair
@@ -32,7 +32,7 @@ def level_info_nce(
     mask: Optional[Tensor] = None,
 ) -> dict[str, Tensor]:
     """`{"level/<name>": loss}` for every level with a non-zero weight (the weights are applied by the
-    caller). `levels` `[B]` holds indices into `videolang.config.LEVELS` (phase, step, task, clip).
+    caller). `levels` `[B]` holds indices into `videolang.data.manifest.LEVELS` (phase, step, task, clip).
 
     A level with no samples on this rank contributes zero here but still serves as candidates for the
     other ranks, whose gradients reach this rank's features through the gather.

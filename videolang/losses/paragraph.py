@@ -4,7 +4,8 @@ captions, with an alignable prompt bucket for the clips and captions that have n
 Long videos come with noisy narration: some captions describe nothing on screen, some clips have no
 caption, and timestamps drift. Instead of trusting the given clip i <-> caption i pairing, every
 (video v, paragraph p) pair gets a K x K similarity S_vp, Sinkhorn finds a soft alignment T_vp, and the
-paragraph logit is scale * sum(T_vp * S_vp). The prompt bucket (one extra row and column holding a
+paragraph logit is scale * sum(T_vp * S_vp), with T_vp rescaled to a fixed total mass (the paragraph
+length K, as in Norton: mass 1 per aligned clip). The prompt bucket (one extra row and column holding a
 similarity threshold) gives unalignable clips and captions somewhere cheaper to go than a wrong partner.
 Symbols follow docs/losses.md.
 """
@@ -16,16 +17,20 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from videolang.losses.checks import as_scale, check_mask, check_same_shape, check_tensor
 from videolang.losses.contrastive import row_cross_entropy
 from videolang.losses.errors import LossError
-from videolang.losses.similarity import soft_max_similarity
+from videolang.losses.similarity import soft_max_directions
 from videolang.losses.transport import sinkhorn
 
 # Norton's weight of the pooled-cosine term in the fused similarity (the soft-max term has fine_weight).
 COARSE_WEIGHT = 0.5
+# Bounds of the learned paragraph logit scale (Norton: temperature tau in [0.01, 1]), applied by
+# `ParagraphLoss.clamp_parameters_` after each optimizer step, never in the forward pass.
+MIN_LOGIT_SCALE, MAX_LOGIT_SCALE = 1.0, 100.0
 
 
 def fused_similarity(
@@ -43,8 +48,10 @@ def fused_similarity(
 ) -> Tensor:
     """`S` `[V, P, K, K]`: clip i of video v against caption j of paragraph p (P = V).
 
-    Pooled cosine and (when frames and words are given and `fine_weight > 0`) soft-max similarity are
-    each min-max normalised over the valid entries of the batch and fused as
+    Pooled cosine and (when frames and words are given and `fine_weight > 0`) the two directions of the
+    soft-max similarity (word -> frames, frame -> words) are each min-max normalised over the valid
+    entries of the batch; the fine term is the mean of its two normalised directions (as in Norton, which
+    normalises each direction on its own before averaging). They are fused as
     `(0.5 * coarse + fine_weight * fine) / (0.5 + fine_weight)`, so S lies in [0, 1].
     """
     n_videos, k = video.shape[:2]
@@ -54,14 +61,14 @@ def fused_similarity(
     coarse = _blocks(flat_v @ flat_t.T, n_videos, k)
     sim = _min_max(coarse, valid)
     if frames is not None and words is not None and fine_weight > 0:
-        fine = soft_max_similarity(
+        directions = soft_max_directions(
             frames.flatten(0, 1),
             words.flatten(0, 1),
             None if frame_mask is None else frame_mask.flatten(0, 1),
             None if word_mask is None else word_mask.flatten(0, 1),
             alpha,
         )
-        fine = _min_max(_blocks(fine, n_videos, k), valid)
+        fine = 0.5 * sum(_min_max(_blocks(d, n_videos, k), valid) for d in directions)
         sim = (COARSE_WEIGHT * sim + fine_weight * fine) / (COARSE_WEIGHT + fine_weight)
     return sim
 
@@ -113,6 +120,41 @@ def alignment_plan(
     return plan.view(n_videos, n_paras, size, size)
 
 
+def paragraph_logits(
+    sim: Tensor,
+    video_mask: Tensor,
+    text_mask: Tensor,
+    logit_scale: Tensor | float,
+    *,
+    bucket_ratio: float = 0.3,
+    use_bucket: bool = True,
+    eps: float = 0.1,
+    n_iters: int = 50,
+) -> tuple[Tensor, Tensor]:
+    """Paragraph logits from a fused similarity `sim` `[V, P, K, K]` (P = V, masks `[V, K]`):
+    `(video_to_paragraph [V, P], paragraph_to_video [P, V])`.
+
+    The plan of each (video v, paragraph p) pair (`alignment_plan`, no gradient) is cut to its real block
+    (bucket row and column dropped) and rescaled to total mass M, then `logit = scale * sum(T * S)`
+    (gradient through S and the scale). Norton uses M = K, the paragraph length, for every pair: a
+    perfectly aligned paragraph carries mass 1 per clip. With padding, M is the number of real clips of
+    the *query* of each cross-entropy: m_v (clips of video v) in row v of `video_to_paragraph`, n_p
+    (captions of paragraph p) in row p of `paragraph_to_video`. Every logit one softmax compares then has
+    the same mass, as in Norton, so padding never makes a candidate look better or worse; with full
+    paragraphs both are K and `paragraph_to_video` is the transpose of `video_to_paragraph`.
+    """
+    k = sim.shape[-1]
+    bucket = prompt_bucket_value(sim, video_mask, text_mask, bucket_ratio) if use_bucket else None
+    plan = alignment_plan(sim.detach(), video_mask, text_mask, bucket, eps=eps, n_iters=n_iters)[..., :k, :k]
+    # Norton multiplies the plan by (m + n) before rescaling the real block; the factor cancels here.
+    mass = plan.sum((-1, -2))
+    weighted = (plan * sim).sum((-1, -2)) / mass.clamp_min(torch.finfo(mass.dtype).tiny)  # [V, P]
+    scale = as_scale("paragraph_logits", logit_scale, sim)
+    m = video_mask.sum(1).to(sim.dtype)  # real clips per video
+    n = text_mask.sum(1).to(sim.dtype)  # real captions per paragraph
+    return scale * m[:, None] * weighted, scale * n[:, None] * weighted.T
+
+
 def paragraph_loss(
     video: Tensor,
     text: Tensor,
@@ -132,7 +174,8 @@ def paragraph_loss(
     n_iters: int = 50,
 ) -> Tensor:
     """Symmetric cross-entropy over the videos of the batch of the paragraph logits
-    `scale * sum_ij T_vp[i, j] * S_vp[i, j]` (real entries only, T rescaled by (m + n) / 2).
+    `scale * sum_ij T_vp[i, j] * S_vp[i, j]` (`paragraph_logits`: real entries only, T rescaled to the
+    query's number of real clips, K for full paragraphs), the mean of the two directions.
 
     Inputs: clip and caption embeddings `[V, K, D]` (clip i and caption i come from the same time span),
     validity masks `[V, K]`, and optionally frames `[V, K, T, D]` / words `[V, K, L, D]` with masks
@@ -173,20 +216,22 @@ def paragraph_loss(
         video, text, video_mask, text_mask, frames=frames, frame_mask=frame_mask,
         words=words, word_mask=word_mask, alpha=alpha, fine_weight=fine_weight,
     )
-    bucket = prompt_bucket_value(sim, video_mask, text_mask, bucket_ratio) if use_bucket else None
-    plan = alignment_plan(sim.detach(), video_mask, text_mask, bucket, eps=eps, n_iters=n_iters)[..., :k, :k]
-    m = video_mask.sum(1).to(sim.dtype)[:, None]
-    n = text_mask.sum(1).to(sim.dtype)[None, :]
-    transport = plan * ((m + n) / 2)[..., None, None]
-    logits = scale * (transport * sim).sum((-1, -2))  # [V, P]
-    return 0.5 * (row_cross_entropy(logits, 0) + row_cross_entropy(logits.T, 0))
+    to_paragraph, to_video = paragraph_logits(
+        sim, video_mask, text_mask, scale, bucket_ratio=bucket_ratio, use_bucket=use_bucket, eps=eps,
+        n_iters=n_iters,
+    )
+    return 0.5 * (row_cross_entropy(to_paragraph, 0) + row_cross_entropy(to_video, 0))
 
 
 class ParagraphLoss(nn.Module):
-    """`paragraph_loss` with its own trained logit scale (temperature tau = 1 / scale in [0.01, 1]).
+    """`paragraph_loss` with its own logit scale (temperature tau = 1 / scale), stored as a log and
+    initialised at log(1 / `init_temperature`).
 
-    The scale is a registered parameter, so it reaches the optimizer with the rest of the model; it is
-    stored as a log, initialised at log(1 / 0.07) and clamped in the forward pass.
+    `learn_temperature=True` (default): the log scale is a registered parameter, so it reaches the
+    optimizer with the rest of the model. The forward pass never clamps it (a clamp there would zero its
+    gradient for good once it crossed a bound); call `clamp_parameters_()` after each optimizer step to keep
+    tau in [0.01, 1], as CLIP trainers do. `learn_temperature=False`: the scale is a buffer fixed at
+    1 / `init_temperature` (Norton's reference code never trains it: 1 / 0.07).
     """
 
     def __init__(
@@ -199,16 +244,38 @@ class ParagraphLoss(nn.Module):
         eps: float = 0.1,
         n_iters: int = 50,
         init_temperature: float = 0.07,
+        learn_temperature: bool = True,
     ) -> None:
         super().__init__()
+        if not 0 < init_temperature < math.inf:
+            raise LossError(f"ParagraphLoss: init_temperature must be positive, got {init_temperature!r}")
         self.options = dict(
             alpha=alpha, fine_weight=fine_weight, bucket_ratio=bucket_ratio,
             use_bucket=use_bucket, eps=eps, n_iters=n_iters,
         )
-        self.log_scale = nn.Parameter(torch.tensor([math.log(1.0 / init_temperature)]))  # [1]: see VideoTextModel
+        self.learn_temperature = bool(learn_temperature)
+        log_scale = torch.tensor([math.log(1.0 / init_temperature)])  # [1]: see VideoTextModel
+        if self.learn_temperature:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
 
     def logit_scale(self) -> Tensor:
-        return self.log_scale.clamp(0.0, math.log(100.0)).exp().squeeze(0)
+        """exp(log_scale), unclamped (see `clamp_parameters_`)."""
+        return self.log_scale.exp().squeeze(0)
+
+    @torch.no_grad()
+    def clamp_parameters_(self) -> None:
+        """Clamp the learned log scale in place to [log 1, log 100] (tau in [0.01, 1]); call after each
+        optimizer step. A no-op for a frozen temperature."""
+        if self.learn_temperature:
+            self.log_scale.clamp_(math.log(MIN_LOGIT_SCALE), math.log(MAX_LOGIT_SCALE))
+
+    def temperature_bounds(self) -> list[tuple[nn.Parameter, float | None, float | None]]:
+        """(parameter, lower, upper) of the learned log scale (none when frozen)."""
+        if not self.learn_temperature:
+            return []
+        return [(self.log_scale, math.log(MIN_LOGIT_SCALE), math.log(MAX_LOGIT_SCALE))]
 
     def forward(
         self,
@@ -230,7 +297,7 @@ class ParagraphLoss(nn.Module):
 
 def _blocks(x: Tensor, n_videos: int, k: int) -> Tensor:
     """`[V*K, V*K]` clip-caption matrix -> `[V, P, K, K]` blocks (video v, paragraph p)."""
-    return x.view(n_videos, k, n_videos, k).permute(0, 2, 1, 3)
+    return rearrange(x, "(v i) (p j) -> v p i j", v=n_videos, i=k, p=n_videos, j=k)
 
 
 def _pair_mask(video_mask: Tensor, text_mask: Tensor) -> Tensor:

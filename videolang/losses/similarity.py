@@ -8,7 +8,8 @@ For clip a with frames x_t and caption c with words w_l (unit vectors, s_tl = <x
 
 The soft maximum lets each word find its frame (and each frame its word) without a hard argmax. Padding
 is removed from both the log-sum-exp and the mean, so the value does not depend on how much padding a
-batch carries.
+batch carries. `soft_max_directions` returns the two directions apart: Norton's fused similarity
+min-max normalises each one on its own before averaging them (`videolang.losses.paragraph`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,24 @@ def soft_max_similarity(
     alpha: float = 1.0,
 ) -> Tensor:
     """`[A, C]` soft-maximum similarity of every clip `frames` `[A, T, D]` with every caption `words`
-    `[C, L, D]`. Masks are bool `[A, T]` / `[C, L]` (True = real token); a pair without any valid
-    frame or word scores 0. Memory is O(A * C * T * L).
+    `[C, L, D]`: the mean of the two directions of `soft_max_directions`. Masks are bool `[A, T]` /
+    `[C, L]` (True = real token); a pair without any valid frame or word scores 0. Memory is
+    O(A * C * T * L).
+    """
+    word_to_frames, frame_to_words = soft_max_directions(frames, words, frame_mask, word_mask, alpha)
+    return 0.5 * (word_to_frames + frame_to_words)
+
+
+def soft_max_directions(
+    frames: Tensor,
+    words: Tensor,
+    frame_mask: Optional[Tensor] = None,
+    word_mask: Optional[Tensor] = None,
+    alpha: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """`(word_to_frames, frame_to_words)`, each `[A, C]`, for clips `frames` `[A, T, D]` and captions
+    `words` `[C, L, D]` (see the module docstring); arguments as in `soft_max_similarity`. A pair without
+    any valid frame or word scores 0 in both.
     """
     where = "soft_max_similarity"
     check_tensor(where, "frames", frames, 3)
@@ -57,7 +74,7 @@ def soft_max_similarity(
     word_to_frames = _masked_mean(alpha * sim.logsumexp(dim=2), word_mask[None, :, :])
     frame_to_words = _masked_mean(alpha * sim.logsumexp(dim=3), frame_mask[:, None, :])
     has_pair = frame_mask.any(1)[:, None] & word_mask.any(1)[None, :]
-    return torch.where(has_pair, 0.5 * (word_to_frames + frame_to_words), 0.0)
+    return torch.where(has_pair, word_to_frames, 0.0), torch.where(has_pair, frame_to_words, 0.0)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:

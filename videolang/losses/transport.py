@@ -12,8 +12,7 @@ Two update rules give those iterates:
 - kernel domain: scalings u, v updated by batched matrix-vector products with K = exp(-C / eps); one read
   of K per half step instead of about four passes, but exp can under- or overflow.
 `domain="auto"` takes the kernel route only when the bound in docs/losses.md proves that every
-intermediate value stays inside the dtype's normal range, and runs in the log domain otherwise. On CPU,
-kernel-route batches of small problems run fused in one compiled call (`fused_sinkhorn`).
+intermediate value stays inside the dtype's normal range, and runs in the log domain otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from videolang.losses import fused_sinkhorn
 from videolang.losses.errors import LossError
 from videolang.utils import cpu
 
@@ -42,9 +40,6 @@ def _l2_budget(default: int = 1 << 20) -> int:
     size = cpu.cache_bytes(2)
     return size * 3 // 4 if size else default
 
-
-# One core's L1 data cache: the fused solver's block of kernels is fastest when it fits there.
-_L1_BYTES = cpu.cache_bytes(1) or 32 << 10
 # On CPU, problems are solved in groups whose two [N, M] working arrays fit in about this much L2 cache
 # per thread, so the 2 * n_iters passes over them hit cache instead of memory (~2x at 129 x 129).
 _CPU_CACHE_BYTES_PER_THREAD = _l2_budget()
@@ -67,9 +62,7 @@ def sinkhorn(
     `a` ([N] or [B, N]) and `b` ([M] or [B, M]) are non-negative marginals with equal total mass,
     uniform summing to 1 when omitted. Runs `n_iters` iterations, or stops early once the L1 error of the
     column marginal (the row marginal is exact after each iteration) is below `tol` in every problem of
-    a group (the whole batch; on CPU a cache-sized group, or a block of 2 to 16 problems, one SIMD
-    vector's width, on the fused path),
-    checked every `check_every` iterations.
+    a group (the whole batch; on CPU a cache-sized group), checked every `check_every` iterations.
     No gradient flows through the plan: the losses use it as a target. Half-precision costs are solved
     in fp32; the plan has the cost's dtype.
     """
@@ -93,18 +86,14 @@ def sinkhorn(
     a_, b_ = _marginal(a, "a", x, work), _marginal(b, "b", x, work)
     c_min, b_, bound = _inspect(x, a_, b_, eps, given=a is not None or b is not None)
     kernel_route = domain == "auto" and bound <= _kernel_limit(work)
-    variant = _fused_variant(c) if kernel_route else None
-    if variant is not None:
-        plan = torch.from_numpy(fused_sinkhorn.solve(x, c_min, eps, a_, b_, n_iters, tol, check_every, variant))
-    else:
-        if isinstance(x, np.ndarray):
-            c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
-        iterations = _kernel_iterations if kernel_route else _log_iterations
-        with torch.autocast(device_type=c.device.type, enabled=False):
-            plans = [
-                iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every) for g in _cache_groups(c)
-            ]
-        plan = plans[0] if len(plans) == 1 else torch.cat(plans)
+    if isinstance(x, np.ndarray):
+        c_min, a_, b_ = (torch.from_numpy(np.array(t)) for t in (c_min, a_, b_))  # small: copies are cheap
+    iterations = _kernel_iterations if kernel_route else _log_iterations
+    with torch.autocast(device_type=c.device.type, enabled=False):
+        plans = [
+            iterations(c[g], c_min[g], eps, a_[g], b_[g], n_iters, tol, check_every) for g in _cache_groups(c)
+        ]
+    plan = plans[0] if len(plans) == 1 else torch.cat(plans)
     plan = plan.to(cost.dtype)
     return plan.squeeze(0) if single else plan
 
@@ -204,16 +193,6 @@ def _kernel_limit(dtype: torch.dtype) -> float:
     return 0.9 * -math.log(torch.finfo(dtype).tiny)
 
 
-def _fused_variant(cost: Tensor) -> Optional[str]:
-    """The fused solver's variant for these problems (`fused_sinkhorn.pick`), or None for the torch loop:
-    always on accelerators and where the extension is not built, and on CPU where no block of kernels fits
-    the L2 budget (measured with 2 threads, picked variant against the torch loop: 13-27x faster at 9 x 9 and
-    17 x 17, 1.2-3x from 25 x 25 to 193 x 193; at 257 x 257 the best variant is only as fast)."""
-    if cost.device.type != "cpu" or not fused_sinkhorn.available():
-        return None
-    return fused_sinkhorn.pick(cost.shape[1], cost.shape[2], _L1_BYTES, _CPU_CACHE_BYTES_PER_THREAD)
-
-
 def _kernel_iterations(
     cost: Tensor,
     c_min: Tensor,
@@ -230,7 +209,9 @@ def _kernel_iterations(
     # column u; a contiguous K^T copy gives the other product the same layout.
     kernel_t = kernel.transpose(1, 2).contiguous()
     a_, b_ = a.unsqueeze(1), b.unsqueeze(1)  # [B, 1, N], [B, 1, M]
-    u, v = torch.ones_like(a_), torch.ones_like(b_)
+    # u starts at 1 on the support of a only: rows of zero mass then never enter K^T u, so a problem with
+    # zero-mass rows follows the iterates of the same problem without them (padding changes nothing).
+    u, v = (a_ > 0).to(a_.dtype), torch.ones_like(b_)
     ktu, kv = torch.empty_like(b_), torch.empty_like(a_)
     for it in range(n_iters):
         torch.bmm(u, kernel, out=ktu)  # (K^T u)^T
@@ -256,7 +237,8 @@ def _log_iterations(
     # from zero (an offset of 100 at eps = 0.01 cost fp32 plans 500x in accuracy without it).
     neg = (c_min.view(-1, 1, 1) - cost).div_(eps)
     log_a, log_b = a.log(), b.log()
-    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    # f starts at 0 on the support of a and at -inf off it (u = 1 and 0), as on the kernel route.
+    f, g = torch.where(a > 0, 0.0, -math.inf).to(log_a.dtype), torch.zeros_like(log_b)
     buf = torch.empty_like(neg)  # one scratch tensor: no [B, N, M] allocation per iteration
     for it in range(n_iters):
         lse_cols = _logsumexp_(torch.add(neg, f.unsqueeze(2), out=buf), dim=1)

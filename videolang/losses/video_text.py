@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import torch
+from einops import rearrange
 from torch import Tensor, nn
 
-from videolang.config import LEVELS, LossConfig
+from videolang.config import LossConfig
+from videolang.data.manifest import LEVELS
 from videolang.losses.caption import caption_loss
 from videolang.losses.checks import check_index, check_mask, check_tensor
 from videolang.losses.contrastive import info_nce, rectified_info_nce
@@ -50,8 +53,9 @@ def check_loss_config(cfg: LossConfig) -> None:
 
 
 class VideoTextLoss(nn.Module):
-    """Weighted sum of the configured terms. It owns parameters (Norton's paragraph logit scale), so
-    put it inside the module that DDP / DeepSpeed wraps, or add its parameters to the optimizer.
+    """Weighted sum of the configured terms. It owns parameters (Norton's paragraph logit scale, unless
+    `loss.paragraph_learn_temperature` is false), so put it inside the module that DDP / DeepSpeed wraps,
+    or add its parameters to the optimizer, and call `clamp_parameters_()` after each optimizer step.
 
     `forward` returns `{"loss": total, <term>: value, ...}` with terms `clip`, `level/<name>`,
     `cross_level`, `paragraph`, `caption` for those with a non-zero weight.
@@ -65,10 +69,22 @@ class VideoTextLoss(nn.Module):
             ParagraphLoss(
                 alpha=cfg.softmax_alpha, fine_weight=cfg.fine_weight, bucket_ratio=cfg.bucket_ratio,
                 use_bucket=cfg.use_bucket, eps=cfg.paragraph_eps, n_iters=cfg.paragraph_iters,
+                learn_temperature=getattr(cfg, "paragraph_learn_temperature", True),
             )
             if cfg.paragraph_weight > 0
             else None
         )
+
+    @torch.no_grad()
+    def clamp_parameters_(self) -> None:
+        """Clamp the loss's own parameters into their ranges, in place (the paragraph logit scale:
+        temperature in [0.01, 1]). Call after each optimizer step; the forward pass never clamps."""
+        if self.paragraph is not None:
+            self.paragraph.clamp_parameters_()
+
+    def temperature_bounds(self) -> list:
+        """(parameter, lower, upper) of each learnable log-temperature of the loss."""
+        return self.paragraph.temperature_bounds() if self.paragraph is not None else []
 
     def forward(
         self,
@@ -90,10 +106,10 @@ class VideoTextLoss(nn.Module):
         """Inputs (B samples, D embedding dim; per-rank tensors under torch.distributed):
 
         - `video`, `text` `[B, D]`: L2-normalised clip and caption embeddings, sample i <-> caption i;
-        - `logit_scale`: the model's (exp'd, clamped) scale for the clip-level terms;
+        - `logit_scale`: the model's scale (exp of its log parameter) for the clip-level terms;
         - `video_frames` `[B, T, D]` + `frame_mask` `[B, T]`, `text_words` `[B, L, D]` + `word_mask`
           `[B, L]`: token embeddings for the soft-max similarity (paragraph term, `fine_weight > 0`);
-        - `levels` `[B]`: index into `videolang.config.LEVELS` per sample (hierarchical terms);
+        - `levels` `[B]`: index into `videolang.data.manifest.LEVELS` per sample (hierarchical terms);
         - `parent` `[B]`: index of each sample's parent in the batch, -1 for none (cross-level term);
         - `paragraph_mask` `[V, K]` with B = V * K: the batch is V videos of K consecutive clips,
           True for real clips (paragraph term; also masks padded clips out of every other term);
@@ -171,7 +187,7 @@ class VideoTextLoss(nn.Module):
             raise LossError("VideoTextLoss: loss.fine_weight > 0 needs video_frames and text_words")
 
         def split(x: Optional[Tensor]) -> Optional[Tensor]:
-            return None if x is None else x.reshape(n_videos, k, *x.shape[1:])
+            return None if x is None else rearrange(x, "(v k) ... -> v k ...", v=n_videos, k=k)
 
         return self.paragraph(
             split(video), split(text), video_mask=paragraph_mask, text_mask=paragraph_mask,

@@ -19,9 +19,11 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel
 
+from videolang.data.transforms import CLIP_MEAN, CLIP_STD
 from videolang.models.errors import ModelError
 from videolang.models.hf import set_checkpointing, vision_transformer
 from videolang.models.serialization import (
@@ -33,8 +35,6 @@ from videolang.models.serialization import (
 )
 
 VIDEO_ENCODER_FORMAT = "videolang.video_encoder/1"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DROP_MODES = ("random", "attention")
 
 # Architectures of the built-in vision towers (CLIPVisionConfig fields).
@@ -288,7 +288,7 @@ class VideoEncoder(nn.Module):
             raise ModelError(
                 f"frames: {frames.shape[1]} frames exceed the encoder's max_frames={self.config.max_frames}"
             )
-        x = frames.flatten(0, 1).permute(0, 3, 1, 2).float()
+        x = rearrange(frames, "b t h w c -> (b t) c h w").float()  # every frame is one ViT image
         size = self.config.image_size
         height, width = x.shape[-2:]
         if (height, width) != (size, size):
@@ -307,7 +307,7 @@ class VideoEncoder(nn.Module):
         if self.kept_patches() < self.num_patches:
             tokens = self._drop_patches(tokens)
         hidden = vit.encoder(inputs_embeds=vit.pre_layrnorm(tokens)).last_hidden_state
-        cls = vit.post_layernorm(hidden[:, 0]).view(batch, num_frames, -1)
+        cls = rearrange(vit.post_layernorm(hidden[:, 0]), "(b t) c -> b t c", b=batch, t=num_frames)
 
         pos = self.temporal_pos[:num_frames]
         x = cls + pos
@@ -317,8 +317,8 @@ class VideoEncoder(nn.Module):
         patches = None
         if return_patches:
             # The frame's temporal position tells a decoder which frame each patch came from.
-            patches = vit.post_layernorm(hidden[:, 1:]).view(batch, num_frames, -1, self.width)
-            patches = (patches + pos[None, :, None]).flatten(1, 2)
+            patches = rearrange(vit.post_layernorm(hidden[:, 1:]), "(b t) p c -> b t p c", b=batch, t=num_frames)
+            patches = rearrange(patches + pos[:, None], "b t p c -> b (t p) c")  # a clip's tokens, frame by frame
         return VideoOutput(clip=frame_emb.mean(dim=1), frames=frame_emb, patches=patches)
 
     def encode(self, frames: Tensor) -> Tensor:
@@ -358,9 +358,8 @@ class VideoEncoder(nn.Module):
         last = layers[-1]
         hidden = last.layer_norm1(hidden)
         attn = last.self_attn
-        n, length, width = hidden.shape
-        head_dim = width // attn.num_heads
-        query = attn.q_proj(hidden[:, :1]).view(n, 1, attn.num_heads, head_dim).transpose(1, 2)
-        key = attn.k_proj(hidden).view(n, length, attn.num_heads, head_dim).transpose(1, 2)
+        heads = attn.num_heads
+        query = rearrange(attn.q_proj(hidden[:, :1]), "n l (h d) -> n h l d", h=heads)  # [CLS] only
+        key = rearrange(attn.k_proj(hidden), "n l (h d) -> n h l d", h=heads)
         weights = (query @ key.transpose(-1, -2) * attn.scale).softmax(dim=-1)  # [N, heads, 1, 1+P]
         return weights[:, :, 0, 1:].mean(dim=1)

@@ -2,7 +2,8 @@
 
 Clip-level embeddings serve retrieval and the contrastive losses; per-frame and per-word embeddings
 (normalised in the same space) serve the fine-grained losses (Norton's frame-word soft maximum) and
-zero-shot segmentation. The learnable temperature is stored as a log and clamped at `logit_scale_max`.
+zero-shot segmentation. The learnable temperature is stored as a log; the trainer clamps it at
+`logit_scale_max` after each optimizer step (`clamp_parameters_`), never in the forward pass.
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class VideoTextModel(nn.Module):
         """Clamp the temperature in place after an optimizer step (CLIP's rule): clamping in `forward`
         would zero its gradient past the bound, and it could never come back."""
         self.logit_scale.clamp_(max=math.log(self.logit_scale_max))
+
+    def temperature_bounds(self) -> list[tuple[nn.Parameter, float | None, float | None]]:
+        """(parameter, lower, upper) of each learnable log-temperature, for trainers whose optimizer holds
+        the master weights elsewhere (DeepSpeed ZeRO, bf16) and must clamp those."""
+        return [(self.logit_scale, None, math.log(self.logit_scale_max))]
 
     def _project_video(self, x: Tensor) -> Tensor:
         return F.normalize(self.video_encoder.proj(x), dim=-1)

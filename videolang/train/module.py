@@ -67,9 +67,38 @@ class TrainModule(nn.Module):
             register_external_parameter(head, head.token_embedding.weight)
 
     @torch.no_grad()
-    def clamp_parameters_(self) -> None:
-        """Keep learnable temperatures within their bounds; call after every optimizer step."""
-        for module in (self.model, self.loss):
-            clamp = getattr(module, "clamp_parameters_", None)
-            if clamp is not None:
-                clamp()
+    def clamp_parameters_(self, optimizer=None) -> None:
+        """Keep learnable temperatures within their bounds; call after every optimizer step (on every
+        rank: under ZeRO-3 reading a parameter is a collective).
+
+        The clamp goes to the weights the optimizer updates: under ZeRO or bf16 those are DeepSpeed's fp32
+        master copies (a clamp of the module's copy would be overwritten by the next step), otherwise the
+        parameter itself."""
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+        for param, low, high in self.model.temperature_bounds() + self.loss.temperature_bounds():
+            master = safe_get_full_fp32_param(param)
+            if master is None:
+                copy = _unfused_master(optimizer, param)  # bf16 without ZeRO: a per-parameter fp32 copy
+                if copy is not None:
+                    copy.clamp_(low, high)
+                param.data.clamp_(low, high)  # a plain parameter: the optimizer steps it directly
+                continue
+            clamped = master.clamp(low, high)
+            if not torch.equal(clamped, master):
+                safe_set_full_fp32_param(param, clamped)
+                if param.numel() == clamped.numel():  # the module's copy too, for the next forward pass
+                    param.data.copy_(clamped.to(param.dtype))
+
+
+def _unfused_master(optimizer, param: nn.Parameter):
+    """The fp32 master of `param` in DeepSpeed's unfused 16-bit optimizer (bf16 at ZeRO stage 0), which
+    keeps `fp16_groups` and `fp32_groups` as parallel lists; None for any other optimizer."""
+    low, high = getattr(optimizer, "fp16_groups", None), getattr(optimizer, "fp32_groups", None)
+    if not isinstance(low, list) or not isinstance(high, list):
+        return None
+    for group_low, group_high in zip(low, high):
+        for p_low, p_high in zip(group_low, group_high):
+            if p_low is param:
+                return p_high
+    return None

@@ -219,7 +219,7 @@ class Trainer:
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                         counts[key] = counts.get(key, 0) + 1
                 state.step += 1
-                self.module.clamp_parameters_()
+                self.module.clamp_parameters_(self.engine.optimizer)
                 self.step_ends.append(time.perf_counter())
                 state.positions = self.streams.positions()
                 if bar is not None:

@@ -8,9 +8,17 @@ match's score and one count per query, so scores are produced in blocks of `chun
 (64 MB at the default 4096, float32) whatever the corpus size, and no sort or top-k heap is needed,
 which is what an exact FAISS search spends its time on beyond the matrix product.
 
-A match's score is read from the very block computation that later counts the candidates around it,
-so a candidate identical to the match ties with it exactly, even where the matrix product rounds
-differently for differently shaped calls (small or ragged blocks take other BLAS kernels).
+Ties do not depend on the matrix-product kernel. A candidate whose embedding is identical to the match's
+scores exactly what the match scores in exact arithmetic, but a product computed in another block (or at
+another position of the same block) may round it a few ulps differently: ragged blocks, edge tiles and
+different CPUs take different BLAS code paths. So bitwise-identical candidate embeddings (-0.0 read as
++0.0) are found first, by hashing their bits (an O(N d) pass, verified entry by entry) and scored once:
+each distinct embedding is one column, counted with its multiplicity. Identical candidates therefore always
+tie with each other and with the match, on every machine. Distinct embeddings are compared through their
+computed scores; two of them whose exact scores differ by less than the rounding of a dot product may
+still be ordered either way (as in any floating-point retrieval). A given score matrix is compared exactly
+as given; with `dual_softmax`, whose re-scoring is computed here, its identical columns are merged the same
+way.
 """
 
 from __future__ import annotations
@@ -100,14 +108,23 @@ def retrieval_ranks(
     num_queries, num_candidates = sim.shape
     matches = _match_pairs(num_queries, num_candidates, query_to_target, candidate_to_query, sim.device)
     chunk = _block_size(chunk_size, num_queries, num_candidates)
+    scale = _dual_softmax_scale(dual_softmax, dual_softmax_scale)
+    # Given scores are compared as given; only the dual-softmax re-scoring is computed here, so only
+    # then are identical columns merged (see the module docstring).
+    groups = _distinct_items(sim, dim=1) if scale is not None else None
+    columns = None
+    if groups is not None:
+        columns, owner = groups
+        matches = (matches[0], owner[matches[1]])
     return _ranks(
-        _matrix_source(sim, chunk_size=chunk),
+        _matrix_source(sim, chunk_size=chunk, columns=columns),
         num_queries,
-        num_candidates,
+        num_candidates if columns is None else columns.numel(),
         matches,
         dtype=sim.dtype,
         chunk_size=chunk,
-        dual_softmax_scale=_dual_softmax_scale(dual_softmax, dual_softmax_scale),
+        dual_softmax_scale=scale,
+        multiplicity=None if groups is None else _multiplicity(groups[1], columns.numel(), sim.dtype),
     )
 
 
@@ -126,14 +143,23 @@ def retrieval_ranks_from_embeddings(
     num_queries, num_candidates = queries.shape[0], candidates.shape[0]
     matches = _match_pairs(num_queries, num_candidates, query_to_target, candidate_to_query, queries.device)
     chunk = _block_size(chunk_size, num_queries, num_candidates)
+    # Identical candidates are scored once (one column each), so they tie exactly whatever the kernels.
+    groups = _distinct_items(candidates, dim=0)
+    multiplicity = None
+    if groups is not None:
+        distinct, owner = groups
+        candidates = candidates.index_select(0, distinct)
+        matches = (matches[0], owner[matches[1]])
+        multiplicity = _multiplicity(owner, distinct.numel(), queries.dtype)
     return _ranks(
         _embedding_source(queries, candidates, chunk_size=chunk),
         num_queries,
-        num_candidates,
+        candidates.shape[0],
         matches,
         dtype=queries.dtype,
         chunk_size=chunk,
         dual_softmax_scale=_dual_softmax_scale(dual_softmax, dual_softmax_scale),
+        multiplicity=multiplicity,
     )
 
 
@@ -163,7 +189,10 @@ def _ranks(
     dtype: torch.dtype,
     chunk_size: int,
     dual_softmax_scale: Optional[float],
+    multiplicity: Optional[Tensor] = None,
 ) -> Tensor:
+    """Ranks from scores of `num_candidates` columns; `multiplicity[j]` (default 1) is how many candidates
+    column j stands for (identical embeddings merged into one column)."""
     match_query, match_candidate = matches
     device = match_query.device
     if dual_softmax_scale is not None:
@@ -190,10 +219,11 @@ def _ranks(
         match_score, kept = _scores_at(scores, local_row, pair_candidate[lo:hi], chunk_size)
         best = torch.full((rows.numel(),), float("-inf"), dtype=match_score.dtype, device=device)
         best.scatter_reduce_(0, local_row, match_score, "amax")
-        # Matches scoring exactly `best` are counted by `_count_at_least` but are not candidates ahead.
+        # Matches scoring exactly `best` are counted by `_count_at_least` but are not candidates ahead
+        # (one per match pair: each pair is one original candidate, merged columns included).
         matches_at_best = torch.zeros(rows.numel(), dtype=torch.long, device=device)
         matches_at_best.scatter_add_(0, local_row, (match_score == best[local_row]).long())
-        at_least = _count_at_least(scores, best, num_candidates, chunk_size, kept)
+        at_least = _count_at_least(scores, best, num_candidates, chunk_size, kept, multiplicity)
         ranks[rows] = 1 + at_least - matches_at_best
     return ranks
 
@@ -226,8 +256,10 @@ def _count_at_least(
     num_candidates: int,
     chunk_size: int,
     kept: Optional[tuple[int, Tensor]] = None,
+    multiplicity: Optional[Tensor] = None,
 ) -> Tensor:
-    """Per row, how many candidates score >= that row's threshold; `kept` is a block already computed."""
+    """Per row, how many candidates score >= that row's threshold; `kept` is a block already computed;
+    column j counts `multiplicity[j]` times."""
     column = threshold[:, None]
     count = torch.zeros(threshold.shape, dtype=torch.long, device=threshold.device)
     firsts = list(range(0, num_candidates, chunk_size))
@@ -237,22 +269,31 @@ def _count_at_least(
     for first in firsts:
         block = kept[1] if kept is not None and first == kept[0] else scores(first, first + chunk_size)
         # Compare in place into the scratch block: a float 0/1 result sums with vectorised kernels (a
-        # bool one takes a far slower path) and no second buffer competes for cache. Exact: a block row
-        # holds at most chunk_size ones, far below 2**24.
+        # bool one takes a far slower path) and no second buffer competes for cache. Exact: the sum is
+        # accumulated in at least float32 (a half-precision sum would round counts above 256), a block row
+        # holds at most chunk_size ones, and merged columns count in float64 from 2**24 candidates on.
         torch.ge(block, column, out=block)
-        count += block.sum(1).long()
+        if multiplicity is None:
+            count += block.sum(1, dtype=_count_dtype(block.dtype)).long()
+        else:
+            weights = multiplicity[first : first + block.shape[1]]
+            count += torch.mv(block.to(weights.dtype), weights).long()
     return count
 
 
-def _matrix_source(sim: Tensor, *, chunk_size: int) -> ScoreSource:
-    num_queries, num_candidates = sim.shape
+def _matrix_source(sim: Tensor, *, chunk_size: int, columns: Optional[Tensor] = None) -> ScoreSource:
+    """Blocks of `sim`, or of its columns `columns` (in that order) when given."""
+    num_queries = sim.shape[0]
+    num_candidates = sim.shape[1] if columns is None else columns.numel()
     scratch = _scratch(chunk_size, num_queries, num_candidates, sim.dtype, sim.device)
 
     def rows_of(rows: Tensor) -> RowScores:
         def scores(first: int, end: int) -> Tensor:
             end = min(end, num_candidates)
             out = scratch[: rows.numel() * (end - first)].view(rows.numel(), end - first)
-            return torch.index_select(sim[:, first:end], 0, rows, out=out)
+            if columns is None:
+                return torch.index_select(sim[:, first:end], 0, rows, out=out)
+            return out.copy_(sim[rows[:, None], columns[None, first:end]])
 
         return scores
 
@@ -311,6 +352,94 @@ def _dual_softmax_source(
         return scores
 
     return rows_of
+
+
+def _distinct_items(x: Tensor, dim: int) -> Optional[tuple[Tensor, Tensor]]:
+    """Merge items of `x` (rows for dim 0, columns for dim 1) that are equal entry by entry.
+
+    Returns None when all items differ, else `(distinct, owner)`: `distinct` the index of each distinct
+    item's first occurrence, ascending, and `owner[i]` the position in `distinct` of item i's group.
+    Items are grouped by a 64-bit hash of their bits (-0.0 read as +0.0, so the groups are those of
+    value equality), then checked entry by entry; a hash collision between different items, which has a
+    probability of about N^2 / 2^64, falls back to `torch.unique`.
+    """
+    n = x.shape[dim]
+    if n < 2:
+        return None
+    codes = _item_hash(x, dim)
+    order = torch.argsort(codes, stable=True)
+    ordered = codes[order]
+    starts = torch.ones(n, dtype=torch.bool, device=x.device)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    if bool(starts.all()):
+        return None
+    group = torch.cumsum(starts.long(), 0) - 1  # group of each position in `order`
+    first = order[starts]  # first occurrence of each group (stable sort: the smallest index)
+    duplicates = ~starts
+    if not bool(_same_items(x, dim, order[duplicates], first[group[duplicates]]).all()):
+        # A hash collision: group by value exactly (slower, allocates sorted copies).
+        _, inverse = torch.unique(x + 0.0, dim=dim, return_inverse=True)
+        group_of = inverse
+        size = int(inverse.max()) + 1
+        first = torch.full((size,), n, dtype=torch.long, device=x.device)
+        first.scatter_reduce_(0, inverse, torch.arange(n, device=x.device), "amin")
+        if first.numel() == n:
+            return None
+    else:
+        group_of = torch.empty(n, dtype=torch.long, device=x.device)
+        group_of[order] = group
+    rank = torch.argsort(first)
+    position = torch.empty_like(rank)
+    position[rank] = torch.arange(rank.numel(), device=x.device)
+    return first[rank], position[group_of]
+
+
+def _item_hash(x: Tensor, dim: int, budget: int = 1 << 20) -> Tensor:
+    """A 64-bit hash of the bits of each item (row for dim 0, column for dim 1), -0.0 read as +0.0:
+    sum_k bits_k * c_k mod 2^64 with fixed random odd c_k, in passes of about `budget` entries (integer
+    sums wrap the same way in any order, so the hash does not depend on the kernel either)."""
+    bits_dtype = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    length = x.shape[1 - dim]
+    gen = torch.Generator().manual_seed(0x5EED)
+    coef = (torch.randint(-(2**62), 2**62, (length,), generator=gen) * 2 + 1).to(x.device)
+    out = torch.zeros(x.shape[dim], dtype=torch.long, device=x.device)
+    rows_per_pass = max(1, budget // max(1, x.shape[1]))
+    for start in range(0, x.shape[0], rows_per_pass):
+        # -0.0 + 0.0 = +0.0, so values that compare equal hash equally.
+        bits = (x[start : start + rows_per_pass] + 0.0).view(bits_dtype).long()
+        if dim == 0:
+            out[start : start + rows_per_pass] = (bits * coef).sum(1)
+        else:
+            out += (bits * coef[start : start + rows_per_pass, None]).sum(0)
+    return out
+
+
+def _same_items(x: Tensor, dim: int, a: Tensor, b: Tensor, budget: int = 1 << 24) -> Tensor:
+    """Whether items a[k] and b[k] of `x` are equal entry by entry, in passes of about `budget` entries."""
+    same = torch.ones(a.numel(), dtype=torch.bool, device=x.device)
+    if dim == 0:
+        step = max(1, budget // max(1, x.shape[1]))
+        for start in range(0, a.numel(), step):
+            part = slice(start, start + step)
+            same[part] = (x.index_select(0, a[part]) == x.index_select(0, b[part])).all(1)
+    else:
+        step = max(1, budget // max(1, a.numel()))
+        for start in range(0, x.shape[0], step):
+            rows = x[start : start + step]
+            same &= (rows.index_select(1, a) == rows.index_select(1, b)).all(0)
+    return same
+
+
+def _multiplicity(owner: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """How many items each merged column stands for, in a dtype whose sums of them stay exact: at least
+    float32, float64 from 2**24 items on."""
+    exact = torch.float64 if owner.numel() >= 2**24 else _count_dtype(dtype)
+    return torch.bincount(owner, minlength=size).to(exact)
+
+
+def _count_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype for 0/1 counts: half precisions would round sums above 256 (bf16) or 2048."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _scratch(
