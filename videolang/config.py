@@ -53,6 +53,7 @@ class DataConfig:
     levels: list[Level] = field(default_factory=lambda: ["clip"])  # levels of the pairs stream
     paragraph_source: Literal["narration", "phase", "step", "task", "clip"] = "narration"
     clips_per_video: int = 8  # K of the paragraphs stream
+    videos_per_batch: Optional[int] = None  # paragraphs per micro-batch (null: train.batch_size // clips_per_video)
     caption_level: Level = "clip"
     val_level: Literal["phase", "step", "task", "clip", "narration"] = "clip"
     num_frames: int = 8

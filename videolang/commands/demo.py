@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from videolang.utils.io import atomic_write_json
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the training bar
     if args.videos < 5:
         raise VideolangError(f"--videos must be at least 5 (one validation video per five), got {args.videos}")
     out = Path(args.out)
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"[4/{STEPS}] evaluating on the held-out videos, before and after training")
     val = [v for v in videos if v.split == "val"]
+    summary["val_videos"] = len(val)
     results = {}
     for name, folder in (("untrained", untrained_dir), ("trained", Path(trained["final"]))):
         results[name] = evaluate_model(load_eval_model(folder), val, videos, out / "eval" / name, cfg.data.num_frames)

@@ -51,6 +51,11 @@ def add_parser(sub) -> None:
                            help="Viterbi decoding with this cost per label change (0: frame-wise argmax)")
             p.add_argument("--probe", action="store_true",
                            help="train a linear probe on frozen features of the 'train' split instead of prompts")
+        if name == "segmentation":
+            p.add_argument("--no-background", dest="reject_background", action="store_false",
+                           help="zero-shot: always predict a label (for corpora whose every frame has one); by "
+                           "default a frame is background unless its best label beats the largest label-label "
+                           "similarity (Norton's rule)")
         if name == "retrieval":
             p.add_argument("--dual-softmax", action="store_true",
                            help="also report dual-softmax re-scored numbers (labelled as such)")
@@ -124,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         level=args.level, split=split, num_frames=args.num_frames, batch_size=args.batch_size,
         backend=args.backend, progress=not args.no_progress,
         **{k: getattr(args, k) for k in ("fps", "window", "prompt", "smooth", "switch_penalty", "probe",
-                                          "dual_softmax", "choices", "seed", "beam") if hasattr(args, k)},
+                                          "dual_softmax", "choices", "seed", "beam", "reject_background") if hasattr(args, k)},
     )
     if args.task == "retrieval":
         results = tasks.run_retrieval(model, videos, opts, out)

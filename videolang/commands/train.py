@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = load_config(args.config, args.overrides)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the training bar
     result = train(cfg, resume=args.resume, validate=validator(cfg))
     if result.get("final"):
         out = Path(cfg.run.output_dir)

@@ -82,7 +82,7 @@ def write_report(out: Path, summary: dict[str, Any], figures: Path, examples: Pa
     lines = [
         "# videolang demo report", "",
         f"Corpus: {summary['corpus']['videos']} synthetic videos ({summary['corpus']['hours'] * 60:.1f} min), "
-        f"evaluated on the {sum(1 for _ in [0])and _count_val(summary)} held-out (`val`) videos. Training: "
+        f"evaluated on the {summary['val_videos']} held-out (`val`) videos. Training: "
         f"{summary['train']['steps']} steps in {summary['train']['seconds']} s (config: `{summary['config']}`). "
         f"Whole demo: {summary['seconds']} s.", "",
         "| metric | untrained | trained | chance |", "|---|---|---|---|",
@@ -115,7 +115,3 @@ def write_report(out: Path, summary: dict[str, Any], figures: Path, examples: Pa
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def _count_val(summary: dict[str, Any]) -> int:
-    return int(summary["corpus"]["splits"].get("val", {}).get("videos", 0)) if isinstance(summary["corpus"].get("splits"), dict) else 0

@@ -31,7 +31,8 @@ def evaluate_model(model: EvalModel, val: Sequence[VideoRecord], all_videos: Seq
     results: dict[str, Any] = {}
     if "retrieval" in which:
         results["retrieval"] = tasks.run_retrieval(model, val, tasks.EvalOptions(level="task", **base), out)
-    phase = dict(level="phase", fps=1.0, smooth=3, prompt=PHASE_PROMPT, **base)
+    # Every frame of the synthetic corpus has a phase and a step: no background to reject.
+    phase = dict(level="phase", fps=1.0, smooth=3, prompt=PHASE_PROMPT, reject_background=False, **base)
     if "recognition" in which:
         (out / "recognition").mkdir(exist_ok=True)
         results["recognition"] = tasks.run_recognition(model, val, tasks.EvalOptions(**phase), out / "recognition",
@@ -46,7 +47,7 @@ def evaluate_model(model: EvalModel, val: Sequence[VideoRecord], all_videos: Seq
             model, val, tasks.EvalOptions(**phase, probe=True), out / "segmentation_probe", all_videos)
     if "step_segmentation" in which:
         (out / "step_segmentation").mkdir(exist_ok=True)
-        step = dict(level="step", fps=2.0, smooth=3, prompt=STEP_PROMPT, **base)
+        step = dict(level="step", fps=2.0, smooth=3, prompt=STEP_PROMPT, reject_background=False, **base)
         results["step_segmentation"] = tasks.run_segmentation(
             model, val, tasks.EvalOptions(**step), out / "step_segmentation", all_videos)
     if "captioning" in which and model.full is not None and model.full.caption_head is not None:

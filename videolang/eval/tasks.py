@@ -55,6 +55,7 @@ class EvalOptions:
     seed: int = 0
     beam: int = 1
     progress: bool = True
+    reject_background: bool = True  # zero-shot segmentation: Norton's background rule (see zero_shot.py)
 
 
 def _size(model: EvalModel) -> tuple[int, int]:
@@ -194,7 +195,8 @@ def run_segmentation(model: EvalModel, videos: Sequence[VideoRecord], opts: Eval
     kept, scores, labels, failed, threshold = _frame_scores(model, all_videos, videos, classes, opts)
     preds = []
     for s in scores:
-        idx = decode(s, smooth_window=opts.smooth, switch_penalty=opts.switch_penalty, background_below=threshold)
+        below = threshold if opts.reject_background else None
+        idx = decode(s, smooth_window=opts.smooth, switch_penalty=opts.switch_penalty, background_below=below)
         preds.append([BACKGROUND_NAME if i == BACKGROUND else classes[i] for i in idx.tolist()])
     metrics = segmentation_metrics(preds, labels, background=(BACKGROUND_NAME,))
     plots = []

@@ -34,6 +34,8 @@ def check_train_config(cfg: Config) -> None:
     for key in ("num_frames", "image_size", "clips_per_video"):
         need(getattr(d, key) >= 1, f"data.{key}: must be >= 1, got {getattr(d, key)}")
     need(d.num_frames <= m.max_frames, f"data.num_frames: {d.num_frames} exceeds model.max_frames={m.max_frames}")
+    need(d.videos_per_batch is None or d.videos_per_batch >= 1,
+         f"data.videos_per_batch: must be >= 1 or null, got {d.videos_per_batch}")
     need(d.num_workers >= 0, f"data.num_workers: must be >= 0, got {d.num_workers}")
     need(d.max_text_len is None or d.max_text_len >= 2, f"data.max_text_len: must be >= 2 or null, got {d.max_text_len}")
     need(bool(d.levels), "data.levels: give at least one level for the pairs stream")

@@ -223,6 +223,9 @@ def build_streams(cfg: Config, tokenizer: Any, text_max_len: int, *, rank: int, 
             captions = CaptionTargets(tokenizer, caption_max_len, format_script)
         collate = TrainCollator(TextCollator(tokenizer, max_len), LEVELS, captions)
         pos = StreamPosition(**positions[name]) if name in positions else None
-        streams[name] = Stream(name, dataset, collate, batch_size=cfg.train.batch_size, seed=hash_seed(cfg.run.seed, name) % 2**31,
+        batch = cfg.train.batch_size
+        if name == "paragraphs":  # a paragraph brings K clips: about as many clips per micro-batch as the others
+            batch = d.videos_per_batch or max(1, cfg.train.batch_size // d.clips_per_video)
+        streams[name] = Stream(name, dataset, collate, batch_size=batch, seed=hash_seed(cfg.run.seed, name) % 2**31,
                                rank=rank, world_size=world_size, num_workers=d.num_workers, position=pos)
     return StreamSet(streams, stream_schedule(d.streams, cfg.run.seed))
