@@ -299,3 +299,31 @@ def test_two_nodes_on_loopback_train_and_resume(corpus, tmp_path):
     logs = launch(4)
     assert f"resumed from {out / 'checkpoints' / 'step-2'} at step 2" in logs[0] + logs[1]
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
+
+
+def test_validation_is_logged_and_changes_nothing(corpus, reference, tmp_path):
+    out = tmp_path / "run"
+    run(train_cmd(out, corpus, *RUN, "data.num_workers=1", f"data.val_manifest={corpus}", "data.val_level=task",
+                  "train.val_every=4"))
+    lines = metrics(out)
+    val = [r for r in lines if "val/t2v.R@1" in r]
+    assert [r["step"] for r in val] == [4, 8]  # every 4 steps and at the end
+    summary = json.loads((out / "run.json").read_text())
+    assert 0 <= summary["validation"]["t2v"]["R@1"] <= 100 and summary["validation"]["clips"] > 0
+    # Validation restores every random generator: the training run is bit for bit the reference run.
+    assert_bitwise(reference / "final", out / "final")
+    assert [r["loss"] for r in lines if "loss" in r] == [r["loss"] for r in metrics(reference)]
+
+
+@pytest.mark.distributed
+def test_deepspeed_launcher_runs_the_same_command(corpus, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+           "--module", "videolang", "train", str(SMOKE), "--set", f"data.manifest={corpus}",
+           "--set", f"run.output_dir={out}", "--set", "train.progress=false", "--set", "train.max_steps=2",
+           "--set", "data.levels=[task]", "--set", "train.batch_size=2"]
+    env = _env()
+    env.pop("OMP_NUM_THREADS")  # the launcher sets no thread count: the trainer shares the cores itself
+    run(cmd, env=env)
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
