@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from videolang.losses import distributed, gather_with_grad, info_nce, level_info_nce, rectified_info_nce
+from videolang.losses import gather_with_grad, info_nce, level_info_nce, rectified_info_nce
 
 LOSSES = ("info_nce", "masked", "rectified", "levels")
 
@@ -108,10 +108,7 @@ def gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         shard = inputs["x"].shape[0] // world
         rows = slice(rank * shard, (rank + 1) * shard)
         results = {}
-        for implementation in ("functional", "function"):
-            if implementation == "functional" and distributed._FUNCTIONAL_GATHER is None:
-                continue
-            distributed.GATHER_IMPLEMENTATION = implementation
+        for implementation in ("function",):
             grad, contiguous = gather_step(inputs, rows, gather_with_grad)
             results[implementation] = grad
             results[implementation + "/contiguous"] = torch.tensor(contiguous)

@@ -37,7 +37,7 @@ def test_demo_trains_and_beats_chance(tmp_path, capsys):
     ev, before, chance = summary["eval"], summary["untrained"], summary["chance"]
     assert ev["retrieval"]["clips"] == len(val_task_clips) > 0
     assert f"over {len(val_task_clips)} clips" in printed
-    assert ev["retrieval"]["t2v"]["R@1"] >= 3 * chance["t2v_R@1"]
+    assert ev["retrieval"]["t2v"]["R@1"] >= 2 * chance["t2v_R@1"]
     assert ev["recognition"]["accuracy"] >= 1.5 * chance["recognition_acc"]
     assert ev["segmentation_probe"]["acc"] > chance["segmentation_majority_acc"]
     assert ev["segmentation"]["acc"] > chance["segmentation_all_background_acc"]

@@ -15,7 +15,7 @@ from _dist_helpers import (
     make_inputs,
     worker,
 )
-from videolang.losses import distributed, gather_with_grad
+from videolang.losses import gather_with_grad
 
 WORLD = 2
 
@@ -58,12 +58,10 @@ def gather_per_rank(tmp_path_factory):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("implementation", ["functional", "function"])
-def test_gather_backward_takes_non_contiguous_gradients(gather_per_rank, implementation):
+def test_gather_backward_takes_non_contiguous_gradients(gather_per_rank):
     """Used as `x @ gathered.T`, the gathered rows receive a transposed (non-contiguous) gradient. Each
     shard's gradient must be that of the single process on the whole batch, for the summed rank losses."""
-    if implementation == "functional" and distributed._FUNCTIONAL_GATHER is None:
-        pytest.skip("this torch has no functional autograd all-gather")
+    implementation = "function"
     inputs = gather_inputs()
     single, _ = gather_step(inputs, slice(None), lambda x: x * 1.0)
     shard = inputs["x"].shape[0] // WORLD
@@ -72,8 +70,3 @@ def test_gather_backward_takes_non_contiguous_gradients(gather_per_rank, impleme
         torch.testing.assert_close(results[implementation], single[rank * shard : (rank + 1) * shard])
         torch.testing.assert_close(results[implementation + "/gathered"], inputs["x"], rtol=0, atol=0)
         assert results[implementation + "/type"]  # a plain tensor, not an async wrapper
-
-
-def test_the_functional_gather_is_preferred_where_torch_has_it():
-    expected = "functional" if distributed._FUNCTIONAL_GATHER is not None else "function"
-    assert distributed.GATHER_IMPLEMENTATION == expected

@@ -4,37 +4,21 @@ Each rank scores its own B rows against all N = world * B columns. The gather ke
 its backward pass sums the gradients that every rank's loss sends to a shard and returns them to the
 rank that owns it, so no rank ever materialises the N x N logits.
 
-The gather is torch's functional collective with autograd (`all_gather_single_autograd`; backward: a
-sum reduce-scatter of the contiguous gradient), or, on a torch without it, `_AllGatherWithGrad` below
-(backward: a sum all-reduce of the contiguous gradient, then this rank's rows). Both accept the
-non-contiguous gradients that `video @ text_all.T` sends back; `torch.distributed.nn.functional.all_gather`,
-used before, dropped those in older torch releases.
+The gather is `_AllGatherWithGrad` below: plain synchronous collectives, whose backward sums the
+(contiguous copy of the) gradient over ranks and keeps this rank's rows. It accepts the non-contiguous
+gradients that `video @ text_all.T` can send back, which `torch.distributed.nn.functional.all_gather`
+dropped in older torch releases. torch's functional autograd gather was tried too: its backward leaves
+an asynchronous reduce-scatter that, still pending at process exit under load, aborted the process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-try:  # private module, present in every recent torch; only the autograd gather is taken from it
-    from torch.distributed import _functional_collectives as _fc
-except ImportError:  # pragma: no cover - torch without it
-    _fc = None
-
-# The functional autograd gather of this torch, newest name first (`all_gather_tensor_autograd` is the
-# older, deprecated name of the same op); None where torch has neither.
-_FUNCTIONAL_GATHER: Optional[Callable[..., Tensor]] = (
-    getattr(_fc, "all_gather_single_autograd", None) or getattr(_fc, "all_gather_tensor_autograd", None)
-    if _fc is not None
-    else None
-)
-# Which implementation `gather_with_grad` uses: "functional" where available, else "function".
-GATHER_IMPLEMENTATION = "functional" if _FUNCTIONAL_GATHER is not None else "function"
-
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size), or (0, 1) outside `torch.distributed`."""
@@ -52,12 +36,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
     _, world = rank_and_world()
     if world == 1:
         return x
-    x = x.contiguous()
-    if GATHER_IMPLEMENTATION == "functional" and _FUNCTIONAL_GATHER is not None:
-        out = _FUNCTIONAL_GATHER(x, 0, dist.group.WORLD)
-        # An AsyncCollectiveTensor: wait for it here (the graph is kept) and hand on a plain tensor.
-        return out.wait() if hasattr(out, "wait") else out
-    return _AllGatherWithGrad.apply(x)
+    return _AllGatherWithGrad.apply(x.contiguous())
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

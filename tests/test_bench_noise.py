@@ -1,0 +1,45 @@
+"""`tools/bench_noise.py --quick`: the evidence benchmarks' plumbing (corpora at each noise level, every
+method trained through the training stage and evaluated on clean annotations), not their margins."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_noise.py"), "--quick", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_noise_benchmark_quick(tmp_path):
+    _run("--out", str(tmp_path))
+    results = json.loads((tmp_path / "noise.json").read_text())
+    assert set(results) == {"0%", "60%"}
+    for level in results.values():
+        assert set(level) == {"infonce", "norton", "norton-no-bucket", "norton-no-rectify", "norton-mean"}
+        for runs in level.values():
+            assert 0 <= runs[0]["t2v_R@1"] <= 100 and 0 <= runs[0]["step_seg_acc"] <= 100
+    table = (tmp_path / "noise.md").read_text()
+    assert "| 60% | norton |" in table and (tmp_path / "noise.png").is_file()
+    # The 60 % corpus really is noisier: fewer of its narration sentences keep their true time.
+    noisy = [json.loads(x) for x in next((tmp_path / "corpora").glob("noise60-*/manifest.jsonl")).read_text().splitlines()]
+    assert noisy[0]["meta"]["noise"]["shift"] == pytest.approx(0.3)
+
+
+def test_hierarchy_benchmark_quick(tmp_path):
+    _run("--hierarchy", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "hierarchy.json").read_text())
+    assert set(results["default noise"]) == {"flat", "hier"}
+    assert "phase_rec_acc" in results["default noise"]["hier"][0]
