@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=16, help="clips per step")
     p.add_argument("--out", default="runs/bench_noise", help="work folder (corpora, runs, results)")
+    p.add_argument("--name", default=None, help="stem of the result files (default: noise / hierarchy)")
     args = p.parse_args()
     if args.quick:
         args.seeds, args.videos, args.steps, args.levels = 1, 6, 2, "0,60"
@@ -188,7 +189,7 @@ def main() -> None:
                 res = train_and_eval(manifest, run_dir, stream + sets, seed, args.steps, which)
                 results[group].setdefault(method, []).append(res)
                 print(json.dumps({"group": group, "method": method, "seed": seed, **res}), flush=True)
-    name = "hierarchy" if args.hierarchy else "noise"
+    name = args.name or ("hierarchy" if args.hierarchy else "noise")
     (out / f"{name}.json").write_text(json.dumps(results, indent=2))
     md = table(results, metrics, "corpus" if args.hierarchy else "noise")
     (out / f"{name}.md").write_text(md + "\n")

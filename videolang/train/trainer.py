@@ -371,12 +371,24 @@ class Trainer:
 
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
     """Rank 0's peak host RSS and, on a GPU, its peak allocated device memory."""
-    import resource
-
-    out = {"host_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    out = {"host_rss": _host_peak_rss_mb()}
     if device.type == "cuda":
         out["device_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
+
+
+def _host_peak_rss_mb() -> float:
+    """This process's peak RSS. /proc's VmHWM starts afresh at exec; getrusage's ru_maxrss keeps the
+    peak of the process that forked us (a launcher, a benchmark), so it is only the fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
