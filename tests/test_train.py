@@ -234,6 +234,18 @@ def test_export_from_checkpoint_equals_export_of_saved_weights(reference, tmp_pa
     assert_bitwise(tmp_path / "from_run", tmp_path / "from_direct")
 
 
+def test_eval_takes_a_run_or_checkpoint_folder(corpus, reference, tmp_path):
+    from videolang.cli import main
+
+    results = []
+    for model in (reference, reference / "checkpoints" / "step-8", reference / "final"):
+        out = tmp_path / model.name
+        assert main(["eval", "retrieval", "--model", str(model), "--manifest", str(corpus), "--level", "task",
+                     "--num-frames", "4", "--out", str(out), "--no-progress"]) == 0
+        results.append(json.loads((out / "results.json").read_text())["t2v"])
+    assert results[0] == results[1] == results[2]  # the same weights: final/ and the last checkpoint's model/
+
+
 # --------------------------------------------------------------------------------------------------
 # Several processes
 
@@ -259,16 +271,20 @@ def test_zero_stages_train_on_two_ranks(corpus, tmp_path, stage):
     out = tmp_path / f"zero{stage}"
     # No dropout: each rank draws its own dropout masks, which a single process cannot reproduce.
     common = ("train.max_steps=2", "train.save_every=2", "data.levels=[task]", "model.text_dropout=0.0")
-    run(train_cmd(out, corpus, *common, "train.batch_size=2", f"train.zero_stage={stage}", procs=2))
-    records = metrics(out)
+    # ZeRO-3 also validates: every rank gathers the partitioned weights, rank 0 evaluates.
+    val = (f"data.val_manifest={corpus}", "data.val_level=task", "train.val_every=1") if stage == 3 else ()
+    run(train_cmd(out, corpus, *common, *val, "train.batch_size=2", f"train.zero_stage={stage}", procs=2))
+    records = [r for r in metrics(out) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] == r["loss"] for r in records)
+    if stage == 3:
+        assert [r["step"] for r in metrics(out) if "val/t2v.R@1" in r] == [1, 2]
     assert (out / "checkpoints" / "step-2" / "COMPLETE").is_file()
     if stage == 2:
         # Two ranks of 2 = one rank of 4: the same samples (the shards interleave one permutation), the
         # same mean loss and gradient up to float summation order.
         single = tmp_path / "single"
         run(train_cmd(single, corpus, *common, "train.batch_size=4"))
-        for a, b in zip(metrics(out), metrics(single)):
+        for a, b in zip(records, metrics(single)):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
         wa, wb = weights(out / "final"), weights(single / "final")
         for key in wa:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -313,21 +314,30 @@ class Trainer:
 
     def _validate(self, step: int) -> dict[str, Any]:
         """Rank 0 evaluates (random generators untouched, so validation never changes training); the
-        others wait."""
+        others wait. Under ZeRO-3 every rank gathers the weights, rank 0 copies them into a plain model
+        (a forward pass of the partitioned module would issue collectives the waiting ranks never join)."""
         if self.validate_fn is None:
             return {}
         metrics: dict[str, Any] = {}
         model = self.module.model
-        with self._gathered():
+        if self.zero_stage == 3:
+            scratch = self.out / "val" / f".model-step-{step}"
+            with self._gathered():
+                if self.info.is_main:
+                    model.save_pretrained(scratch)
             if self.info.is_main:
-                saved = ckpt.rng_state()
-                model.eval()
-                try:
-                    metrics = self.validate_fn(model, step)
-                finally:
-                    model.train()
-                    ckpt.set_rng_state(saved)
-                self.logger.log({"step": step, **{f"val/{k}": v for k, v in _flatten(metrics).items()}})
+                model = VideoTextModel.from_pretrained(scratch).to(self.info.device)
+                shutil.rmtree(scratch, ignore_errors=True)
+        if self.info.is_main:
+            saved = ckpt.rng_state()
+            was_training = model.training
+            model.eval()
+            try:
+                metrics = self.validate_fn(model, step)
+            finally:
+                model.train(was_training)
+                ckpt.set_rng_state(saved)
+            self.logger.log({"step": step, **{f"val/{k}": v for k, v in _flatten(metrics).items()}})
         barrier()
         return metrics
 
