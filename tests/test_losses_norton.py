@@ -415,3 +415,21 @@ def test_a_fully_padded_video_is_dropped_like_padding():
     zero = paragraph_loss(v, text, 10.0, video_mask=torch.zeros(3, 3, dtype=torch.bool), fine_weight=0.0)
     zero.backward()
     assert zero.item() == 0.0 and torch.count_nonzero(v.grad) == 0
+
+
+def test_fixed_norm_maps_cosines_without_batch_statistics():
+    from videolang.losses import LossError, fused_similarity
+
+    gen = torch.Generator().manual_seed(3)
+    video, text = torch.randn(3, 4, 8, generator=gen), torch.randn(3, 4, 8, generator=gen)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    sim = fused_similarity(video, text, mask, mask, fine_weight=0.0, norm="fixed")
+    v, t = torch.nn.functional.normalize(video, dim=-1), torch.nn.functional.normalize(text, dim=-1)
+    for a in range(3):
+        for b in range(3):
+            torch.testing.assert_close(sim[a, b], (v[a] @ t[b].T + 1) / 2)
+    # No batch statistics: a pair scores the same whatever else is in the batch.
+    alone = fused_similarity(video[:1], text[:1], mask[:1], mask[:1], fine_weight=0.0, norm="fixed")
+    torch.testing.assert_close(alone[0, 0], sim[0, 0])
+    with pytest.raises(LossError, match="norm must be one of"):
+        fused_similarity(video, text, mask, mask, norm="zscore")

@@ -26,6 +26,7 @@ from videolang.losses.errors import LossError
 from videolang.losses.similarity import soft_max_directions
 from videolang.losses.transport import sinkhorn
 
+PARAGRAPH_NORMS = ("batch_minmax", "fixed")
 # Norton's weight of the pooled-cosine term in the fused similarity (the soft-max term has fine_weight).
 COARSE_WEIGHT = 0.5
 # Bounds of the learned paragraph logit scale (Norton: temperature tau in [0.01, 1]), applied by
@@ -45,6 +46,7 @@ def fused_similarity(
     word_mask: Optional[Tensor] = None,
     alpha: float = 1.0,
     fine_weight: float = 1.0,
+    norm: str = "batch_minmax",
 ) -> Tensor:
     """`S` `[V, P, K, K]`: clip i of video v against caption j of paragraph p (P = V).
 
@@ -53,13 +55,21 @@ def fused_similarity(
     entries of the batch; the fine term is the mean of its two normalised directions (as in Norton, which
     normalises each direction on its own before averaging). They are fused as
     `(0.5 * coarse + fine_weight * fine) / (0.5 + fine_weight)`, so S lies in [0, 1].
+
+    `norm="fixed"` maps every similarity by `(x + 1) / 2` instead (cosines to [0, 1], the soft maximum
+    slightly above): no batch statistics. Batch min-max stretches any spread of similarities to [0, 1],
+    so paragraph logits stay as large as `scale * K` however little the model has learnt; training from
+    scratch on small batches, that collapsed both towers in our runs (docs/benchmarks.md, noise table).
     """
+    if norm not in PARAGRAPH_NORMS:
+        raise LossError(f"fused_similarity: norm must be one of {PARAGRAPH_NORMS}, got {norm!r}")
+    rescale = _min_max if norm == "batch_minmax" else _fixed
     n_videos, k = video.shape[:2]
     flat_v = F.normalize(video.flatten(0, 1), dim=-1)
     flat_t = F.normalize(text.flatten(0, 1), dim=-1)
     valid = _pair_mask(video_mask, text_mask)
     coarse = _blocks(flat_v @ flat_t.T, n_videos, k)
-    sim = _min_max(coarse, valid)
+    sim = rescale(coarse, valid)
     if frames is not None and words is not None and fine_weight > 0:
         directions = soft_max_directions(
             frames.flatten(0, 1),
@@ -68,7 +78,7 @@ def fused_similarity(
             None if word_mask is None else word_mask.flatten(0, 1),
             alpha,
         )
-        fine = 0.5 * sum(_min_max(_blocks(d, n_videos, k), valid) for d in directions)
+        fine = 0.5 * sum(rescale(_blocks(d, n_videos, k), valid) for d in directions)
         sim = (COARSE_WEIGHT * sim + fine_weight * fine) / (COARSE_WEIGHT + fine_weight)
     return sim
 
@@ -172,6 +182,7 @@ def paragraph_loss(
     use_bucket: bool = True,
     eps: float = 0.1,
     n_iters: int = 50,
+    norm: str = "batch_minmax",
 ) -> Tensor:
     """Symmetric cross-entropy over the videos of the batch of the paragraph logits
     `scale * sum_ij T_vp[i, j] * S_vp[i, j]` (`paragraph_logits`: real entries only, T rescaled to the
@@ -214,7 +225,7 @@ def paragraph_loss(
 
     sim = fused_similarity(
         video, text, video_mask, text_mask, frames=frames, frame_mask=frame_mask,
-        words=words, word_mask=word_mask, alpha=alpha, fine_weight=fine_weight,
+        words=words, word_mask=word_mask, alpha=alpha, fine_weight=fine_weight, norm=norm,
     )
     to_paragraph, to_video = paragraph_logits(
         sim, video_mask, text_mask, scale, bucket_ratio=bucket_ratio, use_bucket=use_bucket, eps=eps,
@@ -245,13 +256,14 @@ class ParagraphLoss(nn.Module):
         n_iters: int = 50,
         init_temperature: float = 0.07,
         learn_temperature: bool = True,
+        norm: str = "batch_minmax",
     ) -> None:
         super().__init__()
         if not 0 < init_temperature < math.inf:
             raise LossError(f"ParagraphLoss: init_temperature must be positive, got {init_temperature!r}")
         self.options = dict(
             alpha=alpha, fine_weight=fine_weight, bucket_ratio=bucket_ratio,
-            use_bucket=use_bucket, eps=eps, n_iters=n_iters,
+            use_bucket=use_bucket, eps=eps, n_iters=n_iters, norm=norm,
         )
         self.learn_temperature = bool(learn_temperature)
         log_scale = torch.tensor([math.log(1.0 / init_temperature)])  # [1]: see VideoTextModel
@@ -302,6 +314,11 @@ def _blocks(x: Tensor, n_videos: int, k: int) -> Tensor:
 
 def _pair_mask(video_mask: Tensor, text_mask: Tensor) -> Tensor:
     return video_mask[:, None, :, None] & text_mask[None, :, None, :]
+
+
+def _fixed(x: Tensor, valid: Tensor) -> Tensor:
+    """Cosine-like similarities from [-1, 1] to [0, 1], independent of the batch."""
+    return (x + 1) / 2
 
 
 def _min_max(x: Tensor, valid: Tensor) -> Tensor:

@@ -69,7 +69,7 @@ class VideoTextLoss(nn.Module):
             ParagraphLoss(
                 alpha=cfg.softmax_alpha, fine_weight=cfg.fine_weight, bucket_ratio=cfg.bucket_ratio,
                 use_bucket=cfg.use_bucket, eps=cfg.paragraph_eps, n_iters=cfg.paragraph_iters,
-                learn_temperature=getattr(cfg, "paragraph_learn_temperature", True),
+                learn_temperature=cfg.paragraph_learn_temperature, norm=cfg.paragraph_norm,
             )
             if cfg.paragraph_weight > 0
             else None
