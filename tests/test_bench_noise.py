@@ -28,7 +28,7 @@ def test_noise_benchmark_quick(tmp_path):
     results = json.loads((tmp_path / "noise.json").read_text())
     assert set(results) == {"0%", "60%"}
     for level in results.values():
-        assert set(level) == {"infonce", "norton", "norton-no-bucket", "norton-no-rectify", "norton-mean"}
+        assert set(level) == {"infonce", "norton", "norton-no-bucket", "norton-no-rectify", "norton-mean", "norton-fixed"}
         for runs in level.values():
             assert 0 <= runs[0]["t2v_R@1"] <= 100 and 0 <= runs[0]["step_seg_acc"] <= 100
     table = (tmp_path / "noise.md").read_text()

@@ -10,7 +10,8 @@ clips nobody talks about, in equal parts of the noise level), trained on the nar
 - `infonce`: plain symmetric InfoNCE over the clips of the batch (the baseline);
 - `norton`: + faulty-negative rectification (beta 0.3) + video-paragraph OT with the prompt bucket
   (weight 0.1, soft-max fine similarity);
-- ablations: `norton-no-bucket`, `norton-no-rectify`, `norton-mean` (pooled cosine only, no soft-max).
+- ablations: `norton-no-bucket`, `norton-no-rectify`, `norton-mean` (pooled cosine only, no soft-max);
+- `norton-fixed`: Norton with similarities mapped to [0, 1] by (x + 1) / 2 instead of batch min-max.
 Every method gets the same steps, batch, learning rate and seeds; evaluation uses the *clean* curated
 annotations of held-out videos: task-clip text->video retrieval and zero-shot step segmentation.
 
@@ -51,6 +52,9 @@ NOISE_METHODS = {
                          "loss.use_bucket=false"],
     "norton-no-rectify": ["loss.clip_weight=1.0", "loss.paragraph_weight=0.1"],
     "norton-mean": ["loss.clip_weight=1.0", "loss.rectify_beta=0.3", "loss.paragraph_weight=0.1", "loss.fine_weight=0.0"],
+    # Norton with similarities mapped by (x + 1) / 2 instead of batch min-max (see docs/benchmarks.md).
+    "norton-fixed": ["loss.clip_weight=1.0", "loss.rectify_beta=0.3", "loss.paragraph_weight=0.1",
+                     "loss.paragraph_norm=fixed"],
 }
 HIER_METHODS = {
     "flat": ["data.levels=[task]", "loss.clip_weight=1.0"],
