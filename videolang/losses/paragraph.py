@@ -280,8 +280,8 @@ class ParagraphLoss(nn.Module):
     def clamp_parameters_(self) -> None:
         """Clamp the learned log scale in place to [log 1, log 100] (tau in [0.01, 1]); call after each
         optimizer step. A no-op for a frozen temperature."""
-        if self.learn_temperature:
-            self.log_scale.clamp_(math.log(MIN_LOGIT_SCALE), math.log(MAX_LOGIT_SCALE))
+        for param, low, high in self.temperature_bounds():
+            param.clamp_(low, high)
 
     def temperature_bounds(self) -> list[tuple[nn.Parameter, float | None, float | None]]:
         """(parameter, lower, upper) of the learned log scale (none when frozen)."""

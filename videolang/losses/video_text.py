@@ -79,8 +79,8 @@ class VideoTextLoss(nn.Module):
     def clamp_parameters_(self) -> None:
         """Clamp the loss's own parameters into their ranges, in place (the paragraph logit scale:
         temperature in [0.01, 1]). Call after each optimizer step; the forward pass never clamps."""
-        if self.paragraph is not None:
-            self.paragraph.clamp_parameters_()
+        for param, low, high in self.temperature_bounds():
+            param.clamp_(low, high)
 
     def temperature_bounds(self) -> list:
         """(parameter, lower, upper) of each learnable log-temperature of the loss."""

@@ -106,7 +106,8 @@ class VideoTextModel(nn.Module):
     def clamp_parameters_(self) -> None:
         """Clamp the temperature in place after an optimizer step (CLIP's rule): clamping in `forward`
         would zero its gradient past the bound, and it could never come back."""
-        self.logit_scale.clamp_(max=math.log(self.logit_scale_max))
+        for param, low, high in self.temperature_bounds():
+            param.clamp_(low, high)
 
     def temperature_bounds(self) -> list[tuple[nn.Parameter, float | None, float | None]]:
         """(parameter, lower, upper) of each learnable log-temperature, for trainers whose optimizer holds

@@ -145,12 +145,14 @@ def save_checkpoint(engine, model, state: TrainState, output_dir: Path, *, rank:
             model.save_pretrained(folder / MODEL_DIR)
     if rank == 0:
         atomic_write_json(folder / STATE_NAME, asdict(state))
-    # DeepSpeed writes with plain torch.save: make every rank's files durable before the marker.
+        fsync_tree(folder / MODEL_DIR)  # safetensors and the tokenizer are written without fsync
+    # DeepSpeed writes with plain torch.save: make every rank's files durable before the marker (the
+    # JSON files above are fsynced by their atomic writes).
     fsync_tree(folder / ENGINE_TAG)
     _fault_point("save", state.step)
     barrier()
     if rank == 0:
-        fsync_tree(folder)
+        fsync_dir(folder)
         atomic_write_json(folder / MARKER, {"step": state.step, "world_size": world_size})
         fsync_dir(folder.parent)
     barrier()

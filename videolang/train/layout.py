@@ -9,22 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFIG = "config.json"
+from videolang.models.serialization import CONFIG_NAME
+from videolang.train.checkpoint import MODEL_DIR, is_complete, latest_checkpoint
 
 
 def resolve_model_folder(path: str | Path) -> Path:
     """The model folder behind a run folder, a checkpoint folder or a model folder (returned as is)."""
     path = Path(path)
-    if (path / CONFIG).is_file():
+    if (path / CONFIG_NAME).is_file():
         return path
-    if (path / "model" / CONFIG).is_file() and (path / "COMPLETE").is_file():  # a checkpoint
-        return path / "model"
-    if (path / "final" / CONFIG).is_file():  # a finished run
+    if (path / MODEL_DIR / CONFIG_NAME).is_file() and is_complete(path):  # a checkpoint
+        return path / MODEL_DIR
+    if (path / "final" / CONFIG_NAME).is_file():  # a finished run
         return path / "final"
-    from videolang.train.checkpoint import latest_checkpoint
-
-    if (path / "checkpoints").is_dir():
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return latest / "model"
-    return path
+    latest = latest_checkpoint(path)
+    return latest / MODEL_DIR if latest is not None else path

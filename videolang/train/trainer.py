@@ -8,13 +8,14 @@ and stops with one line naming the step and the term.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -75,14 +76,14 @@ def _merge_failures(local: DecodeFailureLog) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _mean_terms(sums: dict[str, float], counts: dict[str, int], device: torch.device) -> dict[str, float]:
+def _mean_terms(sums: dict[str, torch.Tensor], counts: dict[str, int], device: torch.device) -> dict[str, float]:
     """Per-term means over the logged micro-batches, averaged over ranks (same keys on every rank)."""
     import torch.distributed as dist
 
     keys = sorted(sums)
     if not keys:
         return {}
-    t = torch.tensor([sums[k] / counts[k] for k in keys], dtype=torch.float64, device=device)
+    t = torch.stack([sums[k].to(device, torch.float64) / counts[k] for k in keys])
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
         t /= dist.get_world_size()
@@ -182,12 +183,12 @@ class Trainer:
 
             bar = tqdm(total=t.max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
         speed = Throughput()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         last_record: dict[str, Any] = {}
         val_metrics: dict[str, Any] = {}
         inject = set(t.inject_nonfinite)
-        boundary = ckpt.TrainState(**{**asdict(state)})  # the state as of the last completed step
+        boundary = copy.deepcopy(state)  # the state as of the last completed step
         self.engine.train()
         try:
             while state.step < t.max_steps:
@@ -216,8 +217,8 @@ class Trainer:
                     self.engine.step()
                     done += 1
                     speed.add(int(batch["frames"].shape[0]) * (batch["frames"].shape[1] if batch["frames"].dim() == 6 else 1), wait)
-                    for key, value in terms.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                    for key, value in terms.items():  # kept on the device: read only when logging
+                        sums[key] = sums.get(key, 0.0) + value.detach().double()
                         counts[key] = counts.get(key, 0) + 1
                 state.step += 1
                 self.module.clamp_parameters_(self.engine.optimizer)
@@ -233,7 +234,7 @@ class Trainer:
                     val_metrics = self._validate(state.step)
                 if state.step % t.save_every == 0 or state.step == t.max_steps:
                     self._save(state)
-                boundary = ckpt.TrainState(**{**asdict(state)})
+                boundary = copy.deepcopy(state)
             if self.validate_fn is not None:
                 val_metrics = self._validate(state.step)
             final = self._save_final()
