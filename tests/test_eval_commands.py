@@ -164,12 +164,13 @@ def test_recognition_and_segmentation_oracle(setup, tmp_path, monkeypatch):
     prompt = "a {} scene"
     by_prompt = {prompt.format(c): i for i, c in enumerate(classes)}
 
-    def fake_frames(encode, video, fps, **kw):
-        labels = frame_labels(video, "phase", fps)
-        out = torch.zeros(len(labels), len(classes))
-        for i, lbl in enumerate(labels):
-            out[i, classes.index(lbl)] = 1
-        return out
+    def fake_frames(encode, videos, fps, **kw):
+        for vi, video in enumerate(videos):
+            labels = frame_labels(video, "phase", fps)
+            out = torch.zeros(len(labels), len(classes))
+            for i, lbl in enumerate(labels):
+                out[i, classes.index(lbl)] = 1
+            yield vi, out
 
     class Text:
         caption_head = None
@@ -180,7 +181,7 @@ def test_recognition_and_segmentation_oracle(setup, tmp_path, monkeypatch):
             e[torch.arange(len(texts)), torch.tensor([by_prompt[t] for t in texts])] = 1
             return e
 
-    monkeypatch.setattr(tasks, "frame_embeddings", fake_frames)
+    monkeypatch.setattr(tasks, "frame_embeddings_many", fake_frames)
     monkeypatch.setattr(em, "full", Text())
     opts = tasks.EvalOptions(level="phase", prompt=prompt, progress=False)
     rec = tasks.run_recognition(em, videos, opts, tmp_path, videos)
@@ -216,3 +217,70 @@ def test_frame_embeddings_chunking_is_invisible(setup, window):
     for i in (0, n // 2, n - 1):
         idx = [min(max(i + k - window // 2, 0), n - 1) for k in range(window)]
         assert torch.allclose(small[i], means[idx])
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading through the data loader: workers change nothing but speed; bad files are skipped and counted.
+
+
+def _with_corrupt_video(manifest: Path, tmp_path: Path, which: int = 1):
+    import dataclasses
+
+    videos = load_manifest(manifest)
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    videos[which] = dataclasses.replace(videos[which], path=str(bad), resolved_path=bad)
+    return videos
+
+
+def _pixel_means(clips):  # integer sums: exact in any order, so batching cannot change a bit
+    return clips.float().mean(dim=(2, 3, 4))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_clip_embeddings_skip_a_corrupt_video_in_input_order(setup, tmp_path, workers, caplog):
+    from videolang.data.manifest import clip_pairs
+    from videolang.data.video import read_clip
+    from videolang.eval.features import clip_embeddings
+
+    _, manifest = setup
+    videos = _with_corrupt_video(manifest, tmp_path)
+    pairs = clip_pairs(videos, "task")
+    got = clip_embeddings(_pixel_means, pairs, num_frames=2, size=(32, 32), batch_size=3, num_workers=workers,
+                          progress=False)
+    bad = str(tmp_path / "corrupt.mp4")
+    expected = [i for i, p in enumerate(pairs) if str(p.path) != bad]
+    assert got.kept == expected and list(got.failed) == [bad]
+    # Row r is the clip of pair kept[r], read again here in this process.
+    for r in (0, len(expected) // 2, len(expected) - 1):
+        p = pairs[expected[r]]
+        ref = read_clip(p.path, p.start, p.end, num_frames=2, size=(32, 32))
+        assert torch.equal(got.embeddings[r], _pixel_means(ref[None])[0])
+    assert sum("corrupt.mp4" in rec.getMessage() for rec in caplog.records) == 1  # logged once, not per clip
+
+
+def test_frame_embeddings_with_workers_match_the_calling_process(setup, tmp_path):
+    from videolang.data.video import VideoDecodeError
+    from videolang.eval.features import frame_embeddings, frame_embeddings_many
+
+    _, manifest = setup
+    videos = _with_corrupt_video(manifest, tmp_path, which=2)
+    got = list(frame_embeddings_many(_pixel_means, videos, 2.0, window=3, size=(32, 32), batch_size=4, num_workers=2))
+    assert [i for i, _ in got] == list(range(len(videos)))
+    assert isinstance(got[2][1], VideoDecodeError)
+    for i in (0, 1, 3):
+        assert torch.equal(got[i][1], frame_embeddings(_pixel_means, videos[i], 2.0, window=3, size=(32, 32),
+                                                       batch_size=7))
+    with pytest.raises(VideoDecodeError):
+        frame_embeddings(_pixel_means, videos[2], 2.0)
+
+
+def test_eval_workers_flag_gives_the_same_results(setup, tmp_path):
+    model, manifest = setup
+    results = []
+    for workers in ("0", "2"):
+        out = tmp_path / workers
+        assert main(["eval", "segmentation", "--model", str(model), "--manifest", str(manifest), "--level", "step",
+                     "--num-frames", "2", "--out", str(out), "--no-progress", "--workers", workers]) == 0
+        results.append(json.loads((out / "results.json").read_text()))
+    assert results[0]["acc"] == results[1]["acc"] and results[0]["F1@25"] == results[1]["F1@25"]

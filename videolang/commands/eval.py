@@ -41,6 +41,8 @@ def add_parser(sub) -> None:
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
         p.add_argument("--device", default="cpu")
+        p.add_argument("--workers", type=int, default=2,
+                       help="decoding processes feeding the model (0: decode in this process; default: 2)")
         p.add_argument("--no-progress", action="store_true")
         if name in ("recognition", "segmentation"):
             p.add_argument("--fps", type=float, default=1.0, help="frames per second to label (default: 1)")
@@ -91,7 +93,11 @@ def _check_args(args: argparse.Namespace) -> None:
         if not ok:
             raise VideolangError(message)
 
-    need(args.level in ("phase", "step", "task", "clip", "narration"), f"--level: unknown level '{args.level}'")
+    from videolang.data.manifest import LEVELS
+
+    need(args.level in (*LEVELS, "narration"),
+         f"--level: unknown level '{args.level}' (valid: {', '.join(LEVELS)}, narration)")
+    need(args.workers >= 0, f"--workers must be 0 or more, got {args.workers}")
     need(args.num_frames >= 1, f"--num-frames must be at least 1, got {args.num_frames}")
     need(args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}")
     if hasattr(args, "fps"):
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     opts = tasks.EvalOptions(
         level=args.level, split=split, num_frames=args.num_frames, batch_size=args.batch_size,
-        backend=args.backend, progress=not args.no_progress,
+        backend=args.backend, progress=not args.no_progress, num_workers=args.workers,
         **{k: getattr(args, k) for k in ("fps", "window", "prompt", "smooth", "switch_penalty", "probe",
                                           "dual_softmax", "choices", "seed", "beam", "reject_background") if hasattr(args, k)},
     )

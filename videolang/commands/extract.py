@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from videolang.commands import command_parser
+from videolang.data.manifest import LEVELS
 
 LAYOUT = """output layout:
   FEATS/<video_id>.safetensors  per video: "features" float32 [N, D] (L2-normalised), and
@@ -35,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--manifest", required=True, metavar="M", help="videolang.manifest/1 JSONL file")
     p.add_argument("--out", required=True, metavar="FEATS", help="output folder (reused to resume)")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--level", choices=("phase", "step", "task", "clip", "narration"),
+    mode.add_argument("--level", choices=(*LEVELS, "narration"),
                       help="clip features, one per segment at this level (or narration sentence)")
     mode.add_argument("--fps", type=float, help="frame features at this many per second")
     p.add_argument(

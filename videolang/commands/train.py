@@ -49,7 +49,7 @@ def validator(cfg):
         device = next(model.parameters()).device
         em = EvalModel(out, model.video_encoder, model, device)
         opts = tasks.EvalOptions(level=cfg.data.val_level, num_frames=cfg.data.num_frames, progress=False,
-                                 backend=cfg.data.backend)
+                                 backend=cfg.data.backend, num_workers=cfg.data.num_workers)
         out.mkdir(parents=True, exist_ok=True)
         res = tasks.run_retrieval(em, videos, opts, out)
         return {"t2v": res["t2v"], "v2t": res["v2t"], "clips": res["clips"]}

@@ -20,7 +20,7 @@ import torch
 from videolang.data.manifest import VideoRecord, clip_pairs, frame_labels, frame_times
 from videolang.data.video import VideoDecodeError
 from videolang.errors import VideolangError
-from videolang.eval.features import clip_embeddings, frame_embeddings, text_embeddings
+from videolang.eval.features import clip_batches, clip_embeddings, frame_embeddings_many, text_embeddings
 from videolang.eval.loading import EvalModel
 from videolang.eval.metrics import (
     captioning_metrics,
@@ -55,6 +55,7 @@ class EvalOptions:
     seed: int = 0
     beam: int = 1
     progress: bool = True
+    num_workers: int = 2  # decoding processes beside the one that encodes (0: read in the calling process)
     reject_background: bool = True  # zero-shot segmentation: Norton's background rule (see zero_shot.py)
 
 
@@ -76,7 +77,8 @@ def run_retrieval(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOpt
     if len(pairs) < 2:
         raise VideolangError(f"retrieval needs at least 2 captioned clips at level '{opts.level}', found {len(pairs)}")
     feats = clip_embeddings(model.encode_video, pairs, num_frames=opts.num_frames, size=_size(model),
-                            batch_size=opts.batch_size, backend=opts.backend, progress=opts.progress, desc="clips")
+                            batch_size=opts.batch_size, backend=opts.backend, num_workers=opts.num_workers,
+                            progress=opts.progress, desc="clips")
     kept = [pairs[i] for i in feats.kept]
     # Clips often share a caption (procedural corpora repeat steps). Identical captions are one query
     # whose matches are all their clips, so a perfect model scores 100, not the share of unique captions.
@@ -100,21 +102,22 @@ def run_retrieval(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOpt
 
 def _frame_data(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOptions
                 ) -> tuple[list[VideoRecord], list[torch.Tensor], list[list[str]], dict[str, str]]:
-    from tqdm import tqdm
-
     kept, feats, labels, failed = [], [], [], {}
-    for video in tqdm(videos, desc="videos", disable=not opts.progress, leave=False):
-        if not frame_times(video.span_end, opts.fps):
+    readable = []
+    for video in videos:
+        if frame_times(video.span_end, opts.fps):
+            readable.append(video)
+        else:
             failed[str(video.resolved_path)] = f"shorter than one frame at {opts.fps:g} fps"
-            continue
-        try:
-            f = frame_embeddings(model.encode_video, video, opts.fps, window=opts.window, size=_size(model),
-                                 batch_size=opts.batch_size * 4, backend=opts.backend)
-        except VideoDecodeError as e:
-            failed[str(video.resolved_path)] = str(e)
+    for i, got in frame_embeddings_many(model.encode_video, readable, opts.fps, window=opts.window, size=_size(model),
+                                        batch_size=opts.batch_size * 4, backend=opts.backend,
+                                        num_workers=opts.num_workers, progress=opts.progress):
+        video = readable[i]
+        if isinstance(got, VideoDecodeError):
+            failed[str(video.resolved_path)] = str(got)
             continue
         kept.append(video)
-        feats.append(f)
+        feats.append(got)
         labels.append(frame_labels(video, opts.level, opts.fps, background=BACKGROUND_NAME))
     return kept, feats, labels, failed
 
@@ -216,7 +219,6 @@ def run_segmentation(model: EvalModel, videos: Sequence[VideoRecord], opts: Eval
 
 
 def run_captioning(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOptions, out: Path) -> dict:
-    from videolang.data.video import read_clip
     from videolang.models import parse_script
 
     full = model.require_text("captioning")
@@ -226,21 +228,11 @@ def run_captioning(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOp
     if not pairs:
         raise VideolangError(f"no captioned clips at level '{opts.level}'")
     hyps, refs, fields, failed = [], [], [], {}
-    for s in range(0, len(pairs), opts.batch_size):
-        batch, kept = [], []
-        for p in pairs[s : s + opts.batch_size]:
-            if str(p.path) in failed:
-                continue
-            try:
-                batch.append(read_clip(p.path, p.start, p.end, num_frames=opts.num_frames, size=_size(model),
-                                       backend=opts.backend))
-                kept.append(p)
-            except VideoDecodeError as e:
-                failed[str(p.path)] = str(e)
-        if not batch:
-            continue
-        texts = full.generate_captions(torch.stack(batch).to(model.device), beam_size=opts.beam)
-        for p, text in zip(kept, texts):
+    for indices, frames in clip_batches(pairs, num_frames=opts.num_frames, size=_size(model),
+                                        batch_size=opts.batch_size, backend=opts.backend,
+                                        num_workers=opts.num_workers, failed=failed, progress=opts.progress):
+        texts = full.generate_captions(frames.to(model.device), beam_size=opts.beam)
+        for p, text in zip((pairs[i] for i in indices), texts):
             hyps.append(text)
             refs.append([p.script["content"]] if p.script and p.script.get("content") else [p.caption])
             parsed = parse_script(text)
@@ -267,7 +259,8 @@ def run_qa(model: EvalModel, videos: Sequence[VideoRecord], opts: EvalOptions, o
     for p in pairs:
         by_video.setdefault(p.video_id, []).append(p.caption)
     feats = clip_embeddings(model.encode_video, pairs, num_frames=opts.num_frames, size=_size(model),
-                            batch_size=opts.batch_size, backend=opts.backend, progress=opts.progress, desc="clips")
+                            batch_size=opts.batch_size, backend=opts.backend, num_workers=opts.num_workers,
+                            progress=opts.progress, desc="clips")
     text_index = {c: i for i, c in enumerate(captions)}
     text_emb = text_embeddings(full.encode_text, captions, opts.batch_size)
     correct = 0
