@@ -48,7 +48,8 @@ def add_parser(sub) -> None:
     add_build_parser(actions)
 
 
-BUILD_FORMATS = ("howto100m", "coin", "youcook2", "vript", "surglavi")
+BUILD_FORMATS = ("howto100m", "coin", "youcook2", "vript", "surglavi", "cholec80", "autolaparo", "m2cai16",
+                 "peskavlp", "msrvtt", "mstcn")
 
 
 def _positive_int(value: str) -> int:
@@ -83,6 +84,13 @@ def add_build_parser(actions) -> None:
             "  youcook2   youcookii_annotations JSON ('database' object) -> captioned steps\n"
             "  vript      folder of <vid>_caption.json files -> one record per scene clip\n"
             "  surglavi   SQLite database -> phase > step > task tree (inferred by time)\n"
+            "  cholec80   folder of per-video 'Frame<TAB>Phase' files (25 fps) -> labelled phases\n"
+            "  autolaparo folder of per-video phase label files (numeric phases) -> labelled phases\n"
+            "  m2cai16    folder of per-video workflow phase files (25 fps) -> labelled phases\n"
+            "  peskavlp   folder of per-video narration (start,end,text) and keystep (start,end,step,text)\n"
+            "             CSVs -> narration + steps\n"
+            "  msrvtt     MSR-VTT annotation JSON (or the 1k-A test CSV) -> one clip per video, all captions\n"
+            "  mstcn      action-segmentation folder (groundTruth/, mapping.txt, splits/) -> labelled steps\n"
             "Videos are found under --videos by file stem = video id (the clip id for vript). The result\n"
             "is validated before it replaces --out, which may not be SOURCE. Rules: data_manifests/README.md."
         ),
@@ -100,6 +108,11 @@ def add_build_parser(actions) -> None:
     p.add_argument("--no-filter", action="store_true",
                    help="surglavi: keep captions that are not both surgical and descriptive")
     p.add_argument("--narration", action="store_true", help="surglavi: raw_narration becomes the narration track")
+    p.add_argument("--fps", type=float, metavar="FPS",
+                   help="cholec80/autolaparo/m2cai16/mstcn: frames per second of the annotation rows "
+                   "(default: the dataset's documented rate)")
+    p.add_argument("--fold", type=_positive_int, default=1, metavar="N",
+                   help="mstcn: the splits/*.splitN.bundle files that give train/test (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_build)
 
@@ -128,7 +141,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from videolang.data.manifest import load_manifest, manifest_stats
+    from videolang.data.manifest import LEVELS, load_manifest, manifest_stats
 
     stats = manifest_stats(load_manifest(args.file, video_root=args.video_root))
     if args.json:
@@ -139,7 +152,7 @@ def run_stats(args: argparse.Namespace) -> int:
     if stats["corpora"]:
         print("corpora: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["corpora"].items())))
     print(f"{'level':<8}{'segments':>10}{'mean s':>10}{'words':>8}{'labels':>8}")
-    for name, lv in sorted(stats["levels"].items(), key=lambda kv: "phase step task clip".split().index(kv[0])):
+    for name, lv in sorted(stats["levels"].items(), key=lambda kv: LEVELS.index(kv[0])):
         print(f"{name:<8}{lv['segments']:>10}{lv['mean_seconds']:>10}{lv['mean_caption_words']:>8}{lv['labels']:>8}")
     n = stats["narration"]
     if n["sentences"]:
@@ -159,7 +172,7 @@ def run_build(args: argparse.Namespace) -> int:
     options = BuildOptions(
         videos=Path(args.videos), split=args.split, corpus=args.corpus, limit=args.limit,
         keep_missing=args.keep_missing, filter=not args.no_filter, narration=args.narration,
-        progress=not args.no_progress,
+        progress=not args.no_progress, fps=args.fps, fold=args.fold,
     )
     report = build_manifest(args.format, args.source, args.out, options)
     for line in report.lines():

@@ -9,6 +9,7 @@ manifest atomically and validates it before reporting success.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,10 @@ from videolang.data.builders.common import (
 )
 from videolang.data.builders.database_json import build_coin, build_youcook2
 from videolang.data.builders.howto100m import build_howto100m
+from videolang.data.builders.msrvtt import build_msrvtt
+from videolang.data.builders.mstcn import build_mstcn
+from videolang.data.builders.peskavlp import build_peskavlp
+from videolang.data.builders.phase_files import build_autolaparo, build_cholec80, build_m2cai16
 from videolang.data.builders.surglavi import build_surglavi
 from videolang.data.builders.vript import build_vript
 from videolang.data.manifest import VideoRecord, check_manifest, write_manifest
@@ -40,7 +45,14 @@ BUILDERS: dict[str, Builder] = {
     "youcook2": build_youcook2,
     "vript": build_vript,
     "surglavi": build_surglavi,
+    "cholec80": build_cholec80,
+    "autolaparo": build_autolaparo,
+    "m2cai16": build_m2cai16,
+    "peskavlp": build_peskavlp,
+    "msrvtt": build_msrvtt,
+    "mstcn": build_mstcn,
 }
+FPS_FORMATS = ("cholec80", "autolaparo", "m2cai16", "mstcn")
 NOTHING_LEFT = "video(s) with no segments or narration left"
 
 
@@ -76,6 +88,12 @@ def _check_options(fmt: str, options: BuildOptions) -> None:
     for flag, value in (("--split", options.split), ("--corpus", options.corpus)):
         if value is not None and (not value.strip() or not is_utf8(value)):
             raise VideolangError(f"{flag} must be non-blank UTF-8 text, got '{printable(value)}'")
+    if options.fps is not None and fmt not in FPS_FORMATS:
+        raise VideolangError(f"--fps only applies to the {', '.join(FPS_FORMATS)} formats")
+    if options.fps is not None and not (math.isfinite(options.fps) and options.fps > 0):
+        raise VideolangError(f"--fps must be a positive number, got {options.fps}")
+    if options.fold != 1 and fmt != "mstcn":
+        raise VideolangError("--fold only applies to the mstcn format")
     if fmt == "vript" and options.keep_missing:
         raise VideolangError("--keep-missing cannot be used with vript: clip durations come from the files")
 

@@ -213,6 +213,100 @@ def read_json(path: Path) -> Field:
 
 
 # --------------------------------------------------------------------------------------------------
+# Reading delimited text tables (CSV, tab-separated label files) with line numbers
+
+
+class RowError(BuildError):
+    """A bad cell: `FILE:LINE: FIELD: message`."""
+
+    def __init__(self, file: str | os.PathLike, line: int, column: str, message: str):
+        super().__init__(f"{file}:{line}", column, message)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One data row of a table, with its file and 1-based line number, so any complaint names the cell."""
+
+    cells: dict[str, str]
+    file: str
+    line: int
+
+    def fail(self, column: str, message: str) -> NoReturn:
+        raise RowError(self.file, self.line, column, message)
+
+    def text(self, column: str) -> str:
+        """The cell, stripped; a missing column or an empty cell is an error."""
+        value = self.cells.get(column)
+        if value is None:
+            self.fail(column, "missing (the row has fewer cells than the header)")
+        value = value.strip()
+        if not value:
+            self.fail(column, "empty")
+        return value
+
+    def number(self, column: str) -> float:
+        raw = self.text(column)
+        try:
+            value = float(raw)
+        except ValueError:
+            self.fail(column, f"expected a number, got {raw[:40]!r}")
+        if not math.isfinite(value):
+            self.fail(column, f"expected a finite number, got {raw[:40]!r}")
+        return value
+
+    def integer(self, column: str) -> int:
+        raw = self.text(column)
+        try:
+            return int(raw)
+        except ValueError:
+            self.fail(column, f"expected an integer, got {raw[:40]!r}")
+
+    def time(self, column: str) -> float:
+        value = self.number(column)
+        if value < 0:
+            self.fail(column, f"negative time {value:g}")
+        return value
+
+
+def read_table(path: Path, *, delimiter: str = ",", header: Optional[Sequence[str]] = None,
+               require: Sequence[str] = ()) -> Iterator[Row]:
+    """Rows of a delimited text file, streamed (constant memory on million-line files).
+
+    With `header=None` the first line names the columns (matched case-insensitively and stripped, so
+    `Frame\tPhase` gives `frame`, `phase`) and must contain `require`; otherwise `header` names the columns
+    of a file without one. Blank lines are skipped. Unreadable files and bad headers are one-line errors."""
+    import csv
+
+    if not path.is_file():
+        raise BuildError(path, "", "file not found" if not path.exists() else "not a file")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            columns = list(header) if header is not None else None
+            for cells in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue
+                if columns is None:
+                    columns = [c.strip().lower() for c in cells]
+                    missing = [c for c in require if c not in columns]
+                    if missing:
+                        raise RowError(path, line, "header", f"expected columns {', '.join(require)}; "
+                                       f"got {', '.join(columns) or 'none'} (missing {', '.join(missing)})")
+                    continue
+                if len(cells) > len(columns):
+                    raise RowError(path, line, columns[-1],
+                                   f"{len(cells)} cells but the header names {len(columns)} columns")
+                yield Row(dict(zip(columns, cells)), str(path), line)
+    except UnicodeDecodeError as e:
+        raise BuildError(path, "", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise BuildError(path, "", f"not a valid delimited table: {e}") from None
+    except OSError as e:
+        raise BuildError(path, "", f"cannot read: {e.strerror}") from None
+
+
+# --------------------------------------------------------------------------------------------------
 # Options, counts and the summary
 
 
@@ -227,6 +321,8 @@ class BuildOptions:
     keep_missing: bool = False
     filter: bool = True  # surglavi: keep only surgical, descriptive captions
     narration: bool = False  # surglavi: raw_narration becomes the narration track
+    fps: Optional[float] = None  # phase files / mstcn: frames per second of the annotation
+    fold: int = 1  # mstcn: which splits/*.splitN.bundle gives train/test
     progress: bool = True
 
 
