@@ -23,6 +23,7 @@ COMMANDS = [
     ("eval", "videolang.commands.eval"),
     ("export", "videolang.commands.export"),
     ("extract", "videolang.commands.extract"),
+    ("curate", "videolang.commands.curate"),
 ]
 
 EPILOG = """examples:

@@ -306,8 +306,9 @@ def _idle_slots(
 
 def _noisy_narration(
     rng: np.random.Generator, noise: NarrationNoise, clean: list[tuple[float, float, str]], duration: float
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Shift some sentences, replace others with off-topic talk; returns (narration, kind per entry)."""
+) -> tuple[list[dict[str, Any]], list[str], list[Optional[list[float]]]]:
+    """Shift some sentences, replace others with off-topic talk; returns (narration, kind per entry, true
+    [start, end] per entry: the time of the task a sentence describes, None for off-topic talk)."""
     n = len(clean)
     n_shift = _noisy_count(rng, noise.shift, n)
     n_irrelevant = min(n - n_shift, _noisy_count(rng, noise.irrelevant, n))
@@ -317,8 +318,9 @@ def _noisy_narration(
         kinds[i] = "shifted"
     for i in order[n_shift : n_shift + n_irrelevant]:
         kinds[i] = "irrelevant"
-    entries = []
+    entries, truth = [], []
     for (start, end, sentence), kind in zip(clean, kinds):
+        truth.append(None if kind == "irrelevant" else [round(start, 3), round(end, 3)])
         if kind == "shifted":
             delta = float(rng.uniform(*noise.shift_seconds)) * (1 if rng.random() < 0.5 else -1)
             # Keep the sentence inside the video: turn around, or stop at the edge with the most room.
@@ -332,7 +334,8 @@ def _noisy_narration(
         entries.append({"start": round(start, 3), "end": round(end, 3), "text": sentence})
     # A transcript is in time order; ties keep task order (stable sort).
     order_by_time = sorted(range(n), key=lambda i: entries[i]["start"])
-    return [entries[i] for i in order_by_time], [kinds[i] for i in order_by_time]
+    return ([entries[i] for i in order_by_time], [kinds[i] for i in order_by_time],
+            [truth[i] for i in order_by_time])
 
 
 def _shot_type(mean_size: float, frame_min: int) -> str:
@@ -427,7 +430,7 @@ def build_video(
     layout = _Layout(height, width, fps, _idle_slots(noise_rng, noise, phases, fps))
     segments = [layout.phase(i, phase) for i, phase in enumerate(phases)]
     duration = layout.sec(layout.cursor)
-    narration, kinds = _noisy_narration(noise_rng, noise, layout.narration, duration)
+    narration, kinds, truth = _noisy_narration(noise_rng, noise, layout.narration, duration)
     spec = RenderSpec(
         height=height,
         width=width,
@@ -453,6 +456,7 @@ def build_video(
             "render": spec.to_dict(),
             "idle": layout.idle,
             "narration_kind": kinds,
+            "narration_true": truth,  # for measuring re-alignment: where each sentence belongs
         },
         "segments": segments,
         "narration": narration,

@@ -1,0 +1,74 @@
+"""Reading and writing the manifests curation steps transform: records keep pointing at their videos
+wherever the output is written, and every output is validated before it replaces anything."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from videolang.data.builders.common import relative_to_manifest
+from videolang.data.manifest import Segment, VideoRecord, check_manifest, manifest_files, write_manifest
+from videolang.errors import ManifestError, VideolangError
+
+
+def read_records(sources: Sequence[str | Path], video_root: str | Path | None = None) -> list[VideoRecord]:
+    """Records of one or more manifests (files or globs), in order; a problem in any is an error."""
+    records: list[VideoRecord] = []
+    for source in sources:
+        for file in manifest_files(source):
+            found, problems, _ = check_manifest(file, video_root=video_root)
+            if problems:
+                raise ManifestError(problems)
+            records.extend(found)
+    if not records:
+        raise VideolangError("no videos in " + ", ".join(map(str, sources)))
+    return records
+
+
+def write_records(records: Iterable[VideoRecord], out: str | Path) -> Path:
+    """Write `records` to `out` with paths re-based on `out`'s folder, then validate the file."""
+    out = Path(out)
+    if out.is_dir():
+        raise VideolangError(f"{out}: --out is a folder; give a file name such as curated.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rebased = []
+    for rec in records:
+        rec = copy.copy(rec)
+        rec.path = relative_to_manifest(rec.resolved_path, out)
+        rebased.append(rec)
+    write_manifest(rebased, out)
+    _, problems, _ = check_manifest(out)
+    if problems:  # a bug in a curation step: say so rather than leave a file that fails later
+        raise ManifestError([f"curation wrote an invalid manifest: {p}" for p in problems])
+    return out
+
+
+def report_dir(out: str | Path, step: str) -> Path:
+    """`curated.jsonl` -> `curated.<step>/`, where a step puts its report and plots."""
+    out = Path(out)
+    folder = out.with_name(f"{out.name.removesuffix('.jsonl')}.{step}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def prune_segments(segments: list[Segment], drop: set[str]) -> tuple[list[Segment], int, int]:
+    """`segments` without the captions of the ids in `drop`: (kept tree, segments removed, segments kept
+    for their label only). A dropped segment that has a label keeps it (recognition and segmentation still
+    use it) and loses its caption; one without a label is removed, and its kept children take its place."""
+    removed = hollowed = 0
+    out: list[Segment] = []
+    for seg in segments:
+        children, r, h = prune_segments(seg.children, drop)
+        removed, hollowed = removed + r, hollowed + h
+        seg = copy.copy(seg)
+        seg.children = children
+        if seg.segment_id in drop:
+            if seg.label is None:
+                removed += 1
+                out.extend(children)
+                continue
+            hollowed += 1
+            seg.caption, seg.script = None, None
+        out.append(seg)
+    return out, removed, hollowed
