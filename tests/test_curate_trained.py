@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 
 from videolang.cli import main
-from videolang.curate import filter as flt
 from videolang.curate.realign import start_errors
-from videolang.curate.scoring import Scorer
 from videolang.data.manifest import load_manifest
 from videolang.data.synth import NarrationNoise, synthesize_corpus
 
