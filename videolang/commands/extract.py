@@ -29,7 +29,10 @@ def add_parser(sub) -> None:
             "Encode every segment at --level (one feature per clip of --num-frames frames, default 8), or\n"
             "frames sampled at --fps (one feature per 1/fps interval, from the --num-frames samples centred\n"
             "on it, default 1), with the video encoder of --model (a saved VideoTextModel folder or an\n"
-            "exported encoder folder).\n\n" + LAYOUT
+            "exported encoder folder).\n\n"
+            "Under torchrun (torchrun --nproc_per_node N -m videolang extract ...) each process takes a share\n"
+            "of the videos of about equal total duration, on its own GPU if there are any; rank 0 writes\n"
+            "one index.json. A rerun, with any number of processes, resumes.\n\n" + LAYOUT
         ),
     )
     p.add_argument("--model", required=True, metavar="DIR", help="saved VideoTextModel or exported encoder folder")
@@ -52,11 +55,42 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _distributed(device_arg: str | None):
+    """(rank, world, device) for this process: a world of one, or a torchrun rank joined to its group."""
+    import os
+
     import torch
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    choice = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
+    if world > 1 and choice == "cuda":
+        choice = f"cuda:{local}"
+    try:
+        device = torch.device(choice)
+    except RuntimeError as e:
+        from videolang.eval.extract import ExtractError
+
+        raise ExtractError(f"--device: {e}") from None
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    from videolang.train.distributed import _share_cores
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        _share_cores()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def run(args: argparse.Namespace) -> int:
     from videolang.data.manifest import load_manifest
-    from videolang.eval.extract import ExtractError, ExtractSettings, extract_features
+    from videolang.data.shard import balance, video_weight
+    from videolang.eval.extract import ExtractError, ExtractSettings, extract_features, write_index_file
     from videolang.export import load_video_encoder
 
     num_frames = args.num_frames if args.num_frames is not None else (8 if args.level else 1)
@@ -66,26 +100,41 @@ def run(args: argparse.Namespace) -> int:
         videos = [v for v in videos if v.split == args.split]
     if not videos:
         raise ExtractError(f"{args.manifest}: no videos" + (f" in split {args.split!r}" if args.split else ""))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise ExtractError(f"--device: {e}") from None
+    rank, world, device = _distributed(args.device)
     model = Path(args.model).resolve()
     encoder = load_video_encoder(model).to(device)
+    # Under torchrun each rank takes a disjoint share of about equal total duration; rank 0 writes the index.
+    mine = [videos[i] for i in balance([video_weight(v) for v in videos], world)[rank]]
     result = extract_features(
-        encoder, videos, args.out, settings, model=str(model), batch_size=args.batch_size, backend=args.backend
+        encoder, mine, args.out, settings, model=str(model), batch_size=args.batch_size, backend=args.backend,
+        progress=rank == 0, write_index=world == 1,
     )
+    status = result.status
+    if world > 1:
+        import torch.distributed as dist
+
+        shares: list = [None] * world
+        dist.all_gather_object(shares, result.status)
+        merged = {k: v for share in shares for k, v in share.items()}
+        status = {v.video_id: merged[v.video_id] for v in videos}
+        if rank == 0:
+            write_index_file(result.index, result.header, status)
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+    failed = {k: v["reason"] for k, v in status.items() if v["status"] == "failed"}
+    resumed = sum(1 for v in status.values() if v.get("resumed"))
+    done = sum(1 for v in status.values() if v["status"] == "ok")
     out = Path(args.out).resolve()
-    done = len(result.extracted) + len(result.resumed)
     print(
-        f"features: {out} ({done} of {len(videos)} videos: {len(result.extracted)} extracted, "
-        f"{len(result.resumed)} resumed, {len(result.failed)} failed)"
+        f"features: {out} ({done} of {len(videos)} videos: {done - resumed} extracted, "
+        f"{resumed} resumed, {len(failed)} failed" + (f"; {world} processes" if world > 1 else "") + ")"
     )
     print(f"index: {result.index.resolve()}")
-    if result.failed:
-        print(f"skipped {len(result.failed)} undecodable video(s):")
-        for video_id, reason in result.failed.items():
+    if failed:
+        print(f"skipped {len(failed)} undecodable video(s):")
+        for video_id, reason in failed.items():
             print(f"  {video_id}: {reason}")
     if done == 0:
         raise ExtractError(f"no video could be extracted (see {result.index})")

@@ -47,6 +47,18 @@ def add_parser(sub) -> None:
 
     add_build_parser(actions)
 
+    p = command_parser(
+        actions,
+        "shard",
+        "split manifests into N parts of about equal total duration",
+        "videolang manifest shard corpus.jsonl --shards 64 --out-dir shards/   # then --manifest 'shards/*.jsonl'",
+    )
+    p.add_argument("files", nargs="+", metavar="M", help="manifest files or globs")
+    p.add_argument("--shards", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/shard-00000-of-000NN.jsonl ...")
+    p.add_argument("--video-root", help="base folder for relative video paths (default: the manifest's folder)")
+    p.set_defaults(func=run_shard)
+
 
 BUILD_FORMATS = ("howto100m", "coin", "youcook2", "vript", "surglavi", "cholec80", "autolaparo", "m2cai16",
                  "peskavlp", "msrvtt", "mstcn")
@@ -138,6 +150,28 @@ def run_validate(args: argparse.Namespace) -> int:
         status = "OK" if not problems else f"{len(problems)} problem(s)"
         print(f"{file}: {len(records)} valid video(s), {status}, {len(warnings)} warning(s)")
     return 1 if n_problems else 0
+
+
+def run_shard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from videolang.curate.io import read_records, write_records
+    from videolang.data.shard import balance, video_weight
+    from videolang.errors import VideolangError
+
+    records = read_records(args.files, args.video_root)
+    if args.shards > len(records):
+        raise VideolangError(f"--shards {args.shards} is more than the {len(records)} videos; every shard needs one")
+    out_dir = Path(args.out_dir)
+    stale = sorted(out_dir.glob("shard-*-of-*.jsonl"))
+    if stale:
+        raise VideolangError(f"{out_dir} already holds shards ({stale[0].name}, ...); use an empty folder")
+    weights = [video_weight(r) for r in records]
+    for k, group in enumerate(balance(weights, args.shards)):
+        path = out_dir / f"shard-{k:05d}-of-{args.shards:05d}.jsonl"
+        write_records([records[i] for i in group], path)
+        print(f"{path}: {len(group)} video(s), {sum(weights[i] for i in group) / 3600:.2f} h")
+    return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:

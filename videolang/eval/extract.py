@@ -87,6 +87,8 @@ class ExtractResult:
     extracted: list[str] = field(default_factory=list)  # video ids encoded in this run
     resumed: list[str] = field(default_factory=list)  # video ids whose file already existed
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)  # video id -> its index.json entry
+    header: dict[str, Any] = field(default_factory=dict)
 
 
 def feature_file(out_dir: str | Path, video_id: str) -> Path:
@@ -126,8 +128,12 @@ def extract_features(
     batch_size: int = 16,
     backend: str = "auto",
     progress: bool = True,
+    write_index: bool = True,
 ) -> ExtractResult:
-    """Write features of `videos` into `out_dir` (see the module docstring); `model` names the encoder."""
+    """Write features of `videos` into `out_dir` (see the module docstring); `model` names the encoder.
+
+    `write_index=False` leaves `index.json` to the caller (under torchrun each rank extracts a share and
+    rank 0 writes one index from every rank's `result.status`)."""
     if settings.num_frames > encoder.config.max_frames:
         raise ExtractError(
             f"num_frames: {settings.num_frames} exceeds the encoder's max_frames={encoder.config.max_frames}"
@@ -151,7 +157,7 @@ def extract_features(
         if path.is_file():
             finished[video.video_id] = {"status": "ok", "file": path.name, "count": _check_resumable(path, header),
                                         "resumed": True}
-    result = ExtractResult(out_dir / INDEX_NAME)
+    result = ExtractResult(out_dir / INDEX_NAME, header=header)
     status: dict[str, dict[str, Any]] = {}
     try:
         with tqdm(videos, desc="extract", unit="video", disable=not progress) as bar:
@@ -167,9 +173,15 @@ def extract_features(
                     (result.resumed if entry["resumed"] else result.extracted).append(video.video_id)
     finally:
         # Also on an exception or Ctrl-C: the index then shows which videos are still pending.
-        videos_status = {v.video_id: status.get(v.video_id, {"status": "pending"}) for v in videos}
-        atomic_write_json(result.index, {**header, "videos": videos_status})
+        result.status = {v.video_id: status.get(v.video_id, {"status": "pending"}) for v in videos}
+        if write_index:
+            write_index_file(result.index, header, result.status)
     return result
+
+
+def write_index_file(path: Path, header: dict[str, Any], status: dict[str, dict[str, Any]]) -> None:
+    """`index.json`: the header and each video's entry, in the order given (the manifest's)."""
+    atomic_write_json(path, {**header, "videos": status})
 
 
 def _extract_one(
