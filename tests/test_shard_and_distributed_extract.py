@@ -53,6 +53,13 @@ def test_shard_command(tmp_path, capsys):
     assert len(read_records([str(out / "*.jsonl")])) == len(originals)
     assert main(["manifest", "shard", str(manifest), "--shards", "3", "--out-dir", str(out)]) == 2
     assert "already holds shards" in capsys.readouterr().err
+    # A video in two manifests is one error naming both places.
+    from videolang.data.manifest import load_manifests
+    from videolang.errors import ManifestError
+
+    with pytest.raises(ManifestError) as e:
+        load_manifests([manifest, str(out / "*.jsonl")])
+    assert len(e.value.problems) == 7 and f"{manifest}:1" in " ".join(e.value.problems)
 
 
 def _free_port() -> int:

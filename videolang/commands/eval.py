@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     for name, (help_text, example) in TASKS.items():
         p = command_parser(tasks, name, help_text, example)
         p.add_argument("--model", required=True, help="saved VideoTextModel folder or exported encoder folder")
-        p.add_argument("--manifest", required=True, help="videolang.manifest/1 JSONL file")
+        p.add_argument("--manifest", required=True, nargs="+", metavar="M",
+                       help="videolang.manifest/1 JSONL file(s) or globs such as 'shards/*.jsonl'")
         p.add_argument("--level", default="step", help="phase | step | task | clip (| narration for retrieval)")
         p.add_argument("--split", default=None, help="evaluate only videos of this split (default: all; "
                        "'val' when --probe)")
@@ -116,18 +117,18 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videolang.data.manifest import load_manifest
+    from videolang.data.manifest import load_manifests
     from videolang.errors import VideolangError
     from videolang.eval import tasks
     from videolang.eval.loading import load_eval_model
     from videolang.utils.io import atomic_write_json, atomic_write_text
 
     _check_args(args)
-    all_videos = load_manifest(args.manifest, video_root=args.video_root)
+    all_videos = load_manifests(args.manifest, video_root=args.video_root)
     split = args.split or ("val" if getattr(args, "probe", False) else None)
     videos = [v for v in all_videos if split is None or v.split == split]
     if not videos:
-        raise VideolangError(f"{args.manifest}: no videos in split '{split}'")
+        raise VideolangError(f"{', '.join(args.manifest)}: no videos in split '{split}'")
     model = load_eval_model(args.model, args.device)
     out = Path(args.out or Path(args.model) / "eval" / f"{args.task}-{args.level}")
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         results = tasks.run_captioning(model, videos, opts, out)
     else:
         results = tasks.run_qa(model, videos, opts, out)
-    results.update({"model": str(args.model), "manifest": str(args.manifest), "split": split})
+    results.update({"model": str(args.model), "manifest": ", ".join(args.manifest), "split": split})
     atomic_write_json(out / "results.json", results)
     table = _table(results)
     atomic_write_text(out / "results.txt", table + "\n")

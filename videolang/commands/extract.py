@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
         ),
     )
     p.add_argument("--model", required=True, metavar="DIR", help="saved VideoTextModel or exported encoder folder")
-    p.add_argument("--manifest", required=True, metavar="M", help="videolang.manifest/1 JSONL file")
+    p.add_argument("--manifest", required=True, nargs="+", metavar="M",
+                   help="videolang.manifest/1 JSONL file(s) or globs such as 'shards/*.jsonl'")
     p.add_argument("--out", required=True, metavar="FEATS", help="output folder (reused to resume)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--level", choices=(*LEVELS, "narration"),
@@ -88,18 +89,19 @@ def _distributed(device_arg: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from videolang.data.manifest import load_manifest
+    from videolang.data.manifest import load_manifests
     from videolang.data.shard import balance, video_weight
     from videolang.eval.extract import ExtractError, ExtractSettings, extract_features, write_index_file
     from videolang.export import load_video_encoder
 
     num_frames = args.num_frames if args.num_frames is not None else (8 if args.level else 1)
     settings = ExtractSettings(level=args.level, fps=args.fps, num_frames=num_frames)
-    videos = load_manifest(args.manifest, video_root=args.video_root)
+    videos = load_manifests(args.manifest, video_root=args.video_root)
     if args.split is not None:
         videos = [v for v in videos if v.split == args.split]
     if not videos:
-        raise ExtractError(f"{args.manifest}: no videos" + (f" in split {args.split!r}" if args.split else ""))
+        where = f" in split {args.split!r}" if args.split else ""
+        raise ExtractError(f"{', '.join(args.manifest)}: no videos{where}")
     rank, world, device = _distributed(args.device)
     model = Path(args.model).resolve()
     encoder = load_video_encoder(model).to(device)

@@ -8,19 +8,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from videolang.data.builders.common import relative_to_manifest
-from videolang.data.manifest import Segment, VideoRecord, check_manifest, manifest_files, write_manifest
+from videolang.data.manifest import Segment, VideoRecord, check_manifest, load_manifests, write_manifest
 from videolang.errors import ManifestError, VideolangError
 
 
 def read_records(sources: Sequence[str | Path], video_root: str | Path | None = None) -> list[VideoRecord]:
     """Records of one or more manifests (files or globs), in order; a problem in any is an error."""
-    records: list[VideoRecord] = []
-    for source in sources:
-        for file in manifest_files(source):
-            found, problems, _ = check_manifest(file, video_root=video_root)
-            if problems:
-                raise ManifestError(problems)
-            records.extend(found)
+    records = load_manifests(sources, video_root=video_root)
     if not records:
         raise VideolangError("no videos in " + ", ".join(map(str, sources)))
     return records

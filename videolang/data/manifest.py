@@ -431,6 +431,29 @@ def load_manifest(
     return records
 
 
+def load_manifests(
+    sources: str | Path | Iterable[str | Path], *, video_root: str | Path | None = None, check_files: bool = False
+) -> list[VideoRecord]:
+    """Records of several manifests (files or globs such as `shards/*.jsonl`), in order; every problem of
+    every file is reported together. A video id may appear in only one of them."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    records: list[VideoRecord] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for source in sources:
+        for file in manifest_files(source):
+            found, file_problems, _ = check_manifest(file, video_root=video_root, check_files=check_files)
+            problems += file_problems
+            for rec in found:
+                if rec.video_id in seen:
+                    problems.append(f"{rec.source}: video_id: '{rec.video_id}' also appears at {seen[rec.video_id]}")
+                seen.setdefault(rec.video_id, rec.source)
+            records += found
+    if problems:
+        raise ManifestError(problems)
+    return records
+
+
 def write_manifest(records: Iterable[VideoRecord | dict], path: str | Path) -> Path:
     """Write records (typed or plain dicts) as JSONL, atomically."""
     from videolang.utils.io import atomic_open
