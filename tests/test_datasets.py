@@ -186,6 +186,32 @@ def test_sharded_sampler(n, world):
     assert list(s) == shards[0][2:] and len(s) == len(shards[0]) - 2
 
 
+@pytest.mark.parametrize("world, drop_last", [(1, True), (2, True), (3, False)])
+def test_grouped_sampler_keeps_each_group_together(world, drop_last):
+    rng = random.Random(3)
+    groups = [g for g in range(9) for _ in range(rng.randint(1, 6))]  # e.g. the video of each pair
+    rng.shuffle(groups)
+    n = len(groups)
+    shards = [list(ShardedSampler(n, rank=r, world_size=world, seed=2, drop_last=drop_last, groups=groups))
+              for r in range(world)]
+    per = n // world if drop_last else -(-n // world)
+    assert all(len(s) == per for s in shards)
+    flat = [i for s in shards for i in s]
+    if drop_last:
+        assert len(set(flat)) == len(flat) == per * world  # disjoint
+    else:
+        assert set(flat) == set(range(n))
+    # Along the concatenated order every group is one contiguous run (padding repeats the first ones).
+    runs = [groups[i] for k, i in enumerate(flat[:n]) if k == 0 or groups[i] != groups[flat[k - 1]]]
+    assert len(runs) == len(set(runs))
+    s = ShardedSampler(n, rank=0, world_size=world, seed=2, drop_last=drop_last, groups=groups)
+    assert list(s) == shards[0]
+    s.set_epoch(1)
+    assert list(s) != shards[0]  # reshuffled per epoch
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        ShardedSampler(n, groups=[0, 1, 2])
+
+
 def test_mirror_caption():
     assert mirror_caption("The red square moves left, then Right.") == "The red square moves right, then Left."
     assert mirror_caption("leftover copyright") == "leftover copyright"

@@ -16,7 +16,8 @@ Every method gets the same steps, batch, learning rate and seeds; evaluation use
 annotations of held-out videos: task-clip text->video retrieval and zero-shot step segmentation.
 
 Hierarchy: the same corpus (default noise) trained on curated segments, `hier` (phase + step + task pairs,
-per-level InfoNCE and the cross-level term) vs `flat` (task captions only), equal budget and seeds,
+per-level InfoNCE and the cross-level term), `hier-grouped` (the same with micro-batches filled by whole
+videos, `data.group_by_video`) vs `flat` (task captions only), equal budget and seeds,
 evaluated by zero-shot phase recognition and step segmentation.
 
 Results: mean +- std over seeds, a markdown table, a JSON file and a plot (metric vs noise per method).
@@ -60,6 +61,10 @@ HIER_METHODS = {
     "flat": ["data.levels=[task]", "loss.clip_weight=1.0"],
     "hier": ["data.levels=[phase,step,task]", "loss.clip_weight=0.0", "loss.level_weights={phase: 1.0, step: 1.0, task: 1.0}",
              "loss.cross_level_weight=0.2"],
+    # the same, with micro-batches filled by whole videos (in-video negatives per level, parents present)
+    "hier-grouped": ["data.levels=[phase,step,task]", "loss.clip_weight=0.0",
+                     "loss.level_weights={phase: 1.0, step: 1.0, task: 1.0}", "loss.cross_level_weight=0.2",
+                     "data.group_by_video=true"],
 }
 
 

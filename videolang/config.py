@@ -51,6 +51,9 @@ class DataConfig:
     split: Optional[str] = "train"  # manifest split used for training (null: every video)
     streams: dict[str, float] = field(default_factory=lambda: {"pairs": 1.0})
     levels: list[Level] = field(default_factory=lambda: ["clip"])  # levels of the pairs stream
+    # pairs stream: fill micro-batches with whole videos (their phases, steps and tasks together), so each
+    # level's negatives come from the same video and a child's parent shares its batch
+    group_by_video: bool = False
     paragraph_source: Literal["narration", "phase", "step", "task", "clip"] = "narration"
     clips_per_video: int = 8  # K of the paragraphs stream
     videos_per_batch: Optional[int] = None  # paragraphs per micro-batch (null: train.batch_size // clips_per_video)

@@ -61,7 +61,8 @@ class Stream:
     """One objective's loader with a resumable position; `next()` returns a collated batch."""
 
     def __init__(self, name: str, dataset: Dataset, collate: Callable, *, batch_size: int, seed: int,
-                 rank: int, world_size: int, num_workers: int, position: Optional[StreamPosition] = None):
+                 rank: int, world_size: int, num_workers: int, position: Optional[StreamPosition] = None,
+                 groups: Optional[list[int]] = None):
         per_epoch = len(dataset) // (world_size * batch_size)
         if per_epoch < 1:
             raise VideolangError(
@@ -71,6 +72,7 @@ class Stream:
         self.name, self.dataset, self.collate = name, dataset, collate
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.num_workers = num_workers
+        self.groups = groups
         self.batches_per_epoch = per_epoch
         self.position = position or StreamPosition()
         self._iter: Optional[Iterator] = None
@@ -79,7 +81,7 @@ class Stream:
         """A loader for the current epoch that starts after the consumed batches."""
         pos = self.position
         sampler = ShardedSampler(len(self.dataset), rank=self.rank, world_size=self.world_size, shuffle=True,
-                                 seed=self.seed, drop_last=True)
+                                 seed=self.seed, drop_last=True, groups=self.groups)
         sampler.set_epoch(pos.epoch, start=pos.batches * self.batch_size)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(pos.epoch)
@@ -212,9 +214,12 @@ def build_streams(cfg: Config, tokenizer: Any, text_max_len: int, *, rank: int, 
     for name in STREAMS:
         if d.streams.get(name, 0) <= 0:
             continue
-        captions = None
+        captions, groups = None, None
         if name == "pairs":
             dataset: Dataset = ClipTextDataset(d.manifest, list(d.levels), **decode)
+            if d.group_by_video:
+                ids: dict[str, int] = {}
+                groups = [ids.setdefault(p.video_id, len(ids)) for p in dataset.pairs]
         elif name == "paragraphs":
             dataset = ParagraphDataset(d.manifest, source=d.paragraph_source, clips_per_video=d.clips_per_video,
                                        **decode)
@@ -227,5 +232,6 @@ def build_streams(cfg: Config, tokenizer: Any, text_max_len: int, *, rank: int, 
         if name == "paragraphs":  # a paragraph brings K clips: about as many clips per micro-batch as the others
             batch = d.videos_per_batch or max(1, cfg.train.batch_size // d.clips_per_video)
         streams[name] = Stream(name, dataset, collate, batch_size=batch, seed=hash_seed(cfg.run.seed, name) % 2**31,
-                               rank=rank, world_size=world_size, num_workers=d.num_workers, position=pos)
+                               rank=rank, world_size=world_size, num_workers=d.num_workers, position=pos,
+                               groups=groups)
     return StreamSet(streams, stream_schedule(d.streams, cfg.run.seed))
