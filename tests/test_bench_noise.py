@@ -41,5 +41,5 @@ def test_noise_benchmark_quick(tmp_path):
 def test_hierarchy_benchmark_quick(tmp_path):
     _run("--hierarchy", "--out", str(tmp_path))
     results = json.loads((tmp_path / "hierarchy.json").read_text())
-    assert set(results["default noise"]) == {"flat", "hier"}
+    assert set(results["default noise"]) == {"flat", "hier", "hier-grouped"}
     assert "phase_rec_acc" in results["default noise"]["hier"][0]
