@@ -152,8 +152,9 @@ def test_scenes_command_skips_a_corrupt_video(tmp_path, corpus, capsys):
     out = tmp_path / "scenes.jsonl"
     assert main(["curate", "scenes", "--manifest", str(manifest), "--out", str(out), "--workers", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "skipped 1 undecodable video" in printed and "broken.mp4" in printed
-    (video,) = load_manifest(out)
+    assert "1 undecodable video(s) kept unchanged" in printed and "broken.mp4" in printed
+    video, broken = load_manifest(out)  # the broken one passes through as it was
+    assert not list(broken.iter_segments("clip")) and broken.segments == load_manifest(corpus)[1].segments
     clips = list(video.iter_segments("clip"))
     assert len(clips) >= 2 and all(c.label == "scene" and c.caption is None for c in clips)
     assert list(video.iter_segments("task"))  # the curated levels are kept
@@ -176,8 +177,9 @@ def test_filter_decisions_match_a_brute_force_reading():
                   flt.FilterRules(threshold=0.15, top_fraction=0.7)):
         keep = flt.decide(pairs, scores, rules)
         for i, p in enumerate(pairs):
-            expect = scores[i] is not None and (rules.threshold is None or scores[i] >= rules.threshold)
-            if expect and rules.top_fraction is not None:
+            # Unscored pairs (undecodable video) are kept: their record passes through unchanged.
+            expect = scores[i] is None or rules.threshold is None or scores[i] >= rules.threshold
+            if expect and scores[i] is not None and rules.top_fraction is not None:
                 group = [j for j, q in enumerate(pairs) if (q.video_id, q.level) == (p.video_id, p.level)
                          and scores[j] is not None]
                 n_keep = max(1, int(np.ceil(rules.top_fraction * len(group) - 1e-9)))
@@ -217,6 +219,75 @@ def test_realign_recovers_shifted_sentences_and_leaves_unrelated_ones():
     assert np.abs(np.array(starts) - np.array(true)).max() <= rules.stride / 2 + 1e-6
     assert out.matched == [True] * 6 + [False] and out.narration[6] == sentences[6]  # unmatched keeps its time
     assert all(c == pytest.approx(1.0) for c in out.confidence[:6]) and out.confidence[6] < 0.5
+
+
+def test_a_sentence_at_the_video_edge_stays_where_it_matches():
+    """No window centre comes within window/2 of either end: a sentence said at 0 s that matches the first
+    window must not be pulled inwards, and one said late that matches early moves by the distance between
+    the two windows."""
+    duration, rules = 12.0, RealignRules(window=4.0, stride=1.0, time_weight=0.0, mass=1.0)
+    spans = windows(duration, rules)
+    centres = np.array([(a + b) / 2 for a, b in spans])
+    sentences = [Narration(0.0, 1.0, "first"), Narration(11.0, 12.0, "last"), Narration(9.0, 10.0, "early")]
+    target = [centres[0], centres[-1], centres[2]]  # "early" really belongs to the window centred at 4 s
+    sim = torch.tensor(np.stack([np.where(np.isclose(centres, t), 1.0, 0.0) for t in target]))
+    out = realign_video(sentences, sim.float(), spans, duration, rules)
+    assert [(n.start, n.end) for n in out.narration[:2]] == [(0.0, 1.0), (11.0, 12.0)]
+    said = centres[np.abs(centres - 9.5).argmin()]  # the window "early" was said in
+    assert out.narration[2].start == pytest.approx(9.0 + centres[2] - said)
+
+
+class _FakeScorer:
+    """Embeds a window by its centre time and a sentence by the time it belongs at (from its text), so
+    the best window of each sentence is known."""
+
+    def __init__(self, truth: dict[str, float]):
+        self.truth = truth
+
+    def clips(self, pairs, desc=""):
+        from videolang.eval.features import ClipFeatures
+
+        centres = torch.tensor([(p.start + p.end) / 2 for p in pairs])
+        return ClipFeatures(self._embed(centres), list(range(len(pairs))), {})
+
+    def texts(self, texts):
+        return self._embed(torch.tensor([self.truth.get(t, -100.0) for t in texts]))
+
+    @staticmethod
+    def _embed(t):  # unit vectors whose cosine, cos(0.15 dt), falls with the time difference; 0 for unknown text
+        e = torch.stack([torch.cos(0.15 * t), torch.sin(0.15 * t)], dim=1)
+        e[t < -50] = 0.0
+        return e
+
+
+def test_realign_records_keep_per_sentence_meta_in_step(corpus):
+    """Re-alignment reorders the track; the synthetic ground truth and realign's own lists must follow,
+    also through a second re-alignment and a filter that drops sentences."""
+    from videolang.curate.filter import apply
+    from videolang.curate.realign import realign_records, start_errors
+
+    video = load_manifest(corpus)[0]
+    truth = {n.text: (t[0] + t[1]) / 2 for n, t in zip(video.narration, video.meta["narration_true"]) if t}
+    rules = RealignRules(window=2.0, stride=0.5, time_weight=0.01, mass=0.99, min_confidence=0.0)
+    out, stats = realign_records([video], _FakeScorer(truth), rules, progress=False)
+    (new,) = out
+    info = new.meta["realign"]
+    assert len(info["original"]) == len(new.narration) == len(new.meta["narration_kind"]) == len(video.narration)
+    assert [n.start for n in new.narration] == sorted(n.start for n in new.narration)
+    for n, kind, i in zip(new.narration, new.meta["narration_kind"], info["source_index"]):
+        assert video.narration[i].text == n.text and video.meta["narration_kind"][i] == kind
+    before, after = start_errors(new, new.meta["narration_true"])
+    assert np.mean(after) < np.mean(before) and max(after) <= 1.0  # the shifted sentences came back
+    again, _ = realign_records([new], _FakeScorer(truth), rules, progress=False)
+    assert [video.narration[i].text for i in again[0].meta["realign"]["source_index"]] == [
+        n.text for n in again[0].narration]
+    # A filter that drops the first two sentences keeps every list in step.
+    from videolang.data.manifest import clip_pairs
+
+    pairs = clip_pairs([again[0]], "narration")
+    (kept,), _ = apply([again[0]], pairs, [i >= 2 for i in range(len(pairs))], set())
+    assert kept.meta["narration_kind"] == again[0].meta["narration_kind"][2:]
+    assert kept.meta["realign"]["source_index"] == again[0].meta["realign"]["source_index"][2:]
 
 
 @pytest.mark.parametrize("solver", ["partial", "unbalanced"])
@@ -272,6 +343,8 @@ def test_enrich_round_trip_and_refusals(tmp_path, corpus, capsys):
     assert set(export_lines(videos[:1], ["phase"]).__next__()) >= {"id", "start", "end", "caption", "context"}
     rows[0]["caption"] = "A rewritten phase caption."
     rows[3]["caption"] = rows[3]["caption"] + " With more detail."
+    original_2 = rows[2]["caption"]
+    rows[2]["caption"] = None  # what an uncaptioned scene looks like when nobody wrote one: no change
     edits = tmp_path / "edited.jsonl"
     edits.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "merged.jsonl"
@@ -280,6 +353,7 @@ def test_enrich_round_trip_and_refusals(tmp_path, corpus, capsys):
     merged = {(v.video_id, s.segment_id): s.caption for v in load_manifest(out) for s in v.iter_segments()}
     vid, sid = rows[0]["id"].split("#")
     assert merged[(vid, sid)] == "A rewritten phase caption."
+    assert merged[tuple(rows[2]["id"].split("#"))] == original_2
     # Changed timings or ids are refused, naming the line.
     rows[4]["end"] += 0.5
     edits.write_text("".join(json.dumps(r) + "\n" for r in rows))

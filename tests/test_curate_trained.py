@@ -91,15 +91,16 @@ def test_realign_moves_shifted_narration_back_and_leaves_off_topic_talk(trained,
                  "--workers", "1", "--out", str(out)]) == 0
     before, after, unmatched = {"shifted": [], "clean": []}, {"shifted": [], "clean": []}, {"irrelevant": [], "real": []}
     for video in load_manifest(out):
+        # Re-alignment keeps the synthetic ground truth in step with the re-ordered track.
         kinds, truth = video.meta["narration_kind"], video.meta["narration_true"]
+        assert len(kinds) == len(truth) == len(video.narration)
         b, a = start_errors(video, truth)
-        info = video.meta["realign"]
-        known = [i for i in info["source_index"] if truth[i] is not None]
-        for i, eb, ea in zip(known, b, a):
-            before[kinds[i]].append(eb)
-            after[kinds[i]].append(ea)
-        for i, ok in zip(info["source_index"], info["matched"]):
-            unmatched["irrelevant" if kinds[i] == "irrelevant" else "real"].append(not ok)
+        known = [k for k, t in enumerate(truth) if t is not None]
+        for k, eb, ea in zip(known, b, a):
+            before[kinds[k]].append(eb)
+            after[kinds[k]].append(ea)
+        for kind, ok in zip(kinds, video.meta["realign"]["matched"]):
+            unmatched["irrelevant" if kind == "irrelevant" else "real"].append(not ok)
     summary = {k: (round(float(np.mean(before[k])), 2), round(float(np.mean(after[k])), 2)) for k in before}
     with capsys.disabled():  # the numbers quoted in docs/curation.md
         print("\nstart MAE before/after:", summary, "unmatched:",

@@ -83,11 +83,11 @@ def test_extract_under_torchrun_matches_one_process(tmp_path, mode):
     args = ["-m", "videolang", "extract", "--model", str(model_dir), "--manifest", str(manifest), *mode,
             "--device", "cpu"]
 
-    def run(out: Path, procs: int) -> str:
+    def run(out: Path, procs: int, *extra: str) -> str:
         launch = [] if procs == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(procs),
                                         "--master_port", str(_free_port())]
-        proc = subprocess.run([sys.executable, *launch, *args, "--out", str(out)], env=env, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run([sys.executable, *launch, *args, "--out", str(out), *extra], env=env,
+                              capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc.stdout
 
@@ -109,3 +109,5 @@ def test_extract_under_torchrun_matches_one_process(tmp_path, mode):
     for entry in victims:
         (tmp_path / "two" / entry["file"]).unlink()
     assert "2 extracted, 3 resumed" in run(tmp_path / "two", 2)
+    if mode[0] == "--level":  # more processes than videos: a rank with nothing to do must not stall the rest
+        assert "1 of 1 videos: 1 extracted" in run(tmp_path / "val", 2, "--split", "val")

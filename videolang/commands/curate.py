@@ -165,7 +165,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import follow_narration, read_records, write_records
     from videolang.curate.segment import SegmentRules, segment_transcript, transcript_files
 
     rules = _rules(SegmentRules, pause=args.pause, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
@@ -182,9 +182,15 @@ def run_segment(args: argparse.Namespace) -> int:
             out.append(rec)
             continue
         rec = copy.copy(rec)
+        rec.meta = follow_narration(rec.meta, None, len(rec.narration))  # a new track: old per-sentence data goes
         rec.narration = segment_transcript(file, rules, rec.duration)
         units += len(rec.narration)
         out.append(rec)
+    unused = sorted(set(files) - {r.video_id for r in records})
+    _need(without < len(records), f"no transcript in {args.transcripts} is named after a video id of the manifest "
+          f"(e.g. {next(iter(files))}.json for video '{records[0].video_id}'); transcripts are <video_id>.json")
+    if unused:
+        print(f"{len(unused)} transcript(s) name no video of the manifest: {', '.join(unused[:5])}")
     write_records(out, args.out)
     print(f"wrote {len(out)} record(s) to {args.out}: {units} narration unit(s) from {len(files)} transcript(s)"
           + (f"; {without} record(s) had no transcript and keep their narration" if without else ""))
@@ -247,8 +253,11 @@ def run_scenes(args: argparse.Namespace) -> int:
         rec = records[i]
         if error is not None:
             failed.append(rec.video_id)
-            print(f"skipping undecodable video {error}")
+            print(f"undecodable video, kept unchanged: {error}")
+            out.append(rec)
             continue
+        if rec.duration is not None:  # the manifest's duration bounds its segments, even if the file runs on
+            spans = [(a, min(b, rec.duration)) for a, b in spans if a < rec.duration]
         rec = copy.copy(rec)
         kept = [s for s in rec.segments if s.level != "clip"]
         replaced += len(rec.segments) - len(kept)
@@ -257,11 +266,11 @@ def run_scenes(args: argparse.Namespace) -> int:
         rec.segments = sorted(kept + clips, key=lambda s: (s.start, s.end))
         scenes += len(clips)
         out.append(rec)
-    _need(bool(out), "no video could be decoded")
+    _need(len(failed) < len(out), "no video could be decoded; nothing written")
     write_records(out, args.out)
     print(f"wrote {len(out)} record(s) to {args.out}: {scenes} scene clip(s)"
           + (f", replacing {replaced} clip segment(s)" if replaced else "")
-          + (f"; skipped {len(failed)} undecodable video(s)" if failed else ""))
+          + (f"; {len(failed)} undecodable video(s) kept unchanged" if failed else ""))
     return 0
 
 
@@ -277,7 +286,7 @@ def run_filter(args: argparse.Namespace) -> int:
     scores, failed = _scorer(args).pair_scores(pairs)
     keep = flt.decide(pairs, scores, rules)
     kept_records, counts = flt.apply(records, pairs, keep, set(failed))
-    _need(bool(kept_records), "every video failed to decode; nothing written")
+    _need(len(counts["undecodable_videos_kept_unchanged"]) < len(records), "no video could be decoded; nothing written")
     write_records(kept_records, args.out)
     report = {"rules": {"levels": list(rules.levels), "threshold": rules.threshold, "top_fraction": rules.top_fraction},
               "levels": flt.summary(pairs, scores, keep), **counts}
@@ -290,8 +299,9 @@ def run_filter(args: argparse.Namespace) -> int:
     for level, row in report["levels"].items():
         print(f"{level}: kept {row['kept']} of {row['scored']} (mean score kept {row['mean_score_kept']}, "
               f"dropped {row['mean_score_dropped']})")
-    if counts["undecodable_videos"]:
-        print(f"skipped {len(counts['undecodable_videos'])} undecodable video(s)")
+    if counts["undecodable_videos_kept_unchanged"]:
+        print(f"{len(counts['undecodable_videos_kept_unchanged'])} undecodable video(s) could not be scored and are "
+              "kept unchanged: " + ", ".join(counts["undecodable_videos_kept_unchanged"][:5]))
     print(f"wrote {len(kept_records)} record(s) to {args.out}; report in {folder}")
     return 0
 
@@ -314,7 +324,8 @@ def run_realign(args: argparse.Namespace) -> int:
     print(f"re-aligned {stats['sentences']} sentence(s) in {stats['videos']} video(s): {stats['matched']} matched "
           f"(mean move {stats['mean_abs_shift_s']} s), {stats['unmatched']} unmatched"
           + (" and dropped" if args.drop_unmatched else " (flagged in meta.realign)")
-          + (f"; skipped {len(stats['undecodable_videos'])} undecodable video(s)" if stats["undecodable_videos"] else ""))
+          + (f"; {len(stats['undecodable_videos'])} undecodable video(s) kept unchanged" if stats["undecodable_videos"]
+             else ""))
     print(f"wrote {len(out)} record(s) to {args.out}; report in {folder}")
     return 0
 

@@ -91,7 +91,13 @@ def _distributed(device_arg: str | None):
 def run(args: argparse.Namespace) -> int:
     from videolang.data.manifest import load_manifests
     from videolang.data.shard import balance, video_weight
-    from videolang.eval.extract import ExtractError, ExtractSettings, extract_features, write_index_file
+    from videolang.eval.extract import (
+        ExtractError,
+        ExtractSettings,
+        extract_features,
+        has_segments,
+        write_index_file,
+    )
     from videolang.export import load_video_encoder
 
     num_frames = args.num_frames if args.num_frames is not None else (8 if args.level else 1)
@@ -105,19 +111,32 @@ def run(args: argparse.Namespace) -> int:
     rank, world, device = _distributed(args.device)
     model = Path(args.model).resolve()
     encoder = load_video_encoder(model).to(device)
+    if settings.level is not None and not has_segments(videos, settings.level):
+        raise ExtractError(f"--level: no video in the manifest has {settings.level!r} segments")
     # Under torchrun each rank takes a disjoint share of about equal total duration; rank 0 writes the index.
     mine = [videos[i] for i in balance([video_weight(v) for v in videos], world)[rank]]
-    result = extract_features(
-        encoder, mine, args.out, settings, model=str(model), batch_size=args.batch_size, backend=args.backend,
-        progress=rank == 0, write_index=world == 1,
-    )
-    status = result.status
-    if world > 1:
+    if world == 1:
+        result = extract_features(encoder, mine, args.out, settings, model=str(model), batch_size=args.batch_size,
+                                  backend=args.backend)
+        status = result.status
+    else:
         import torch.distributed as dist
 
+        error, result = None, None
+        try:
+            result = extract_features(encoder, mine, args.out, settings, model=str(model),
+                                      batch_size=args.batch_size, backend=args.backend, progress=rank == 0,
+                                      write_index=False)
+        except Exception as e:  # every rank must reach the gather, or the others wait forever
+            error = f"rank {rank}: {e}"
         shares: list = [None] * world
-        dist.all_gather_object(shares, result.status)
-        merged = {k: v for share in shares for k, v in share.items()}
+        dist.all_gather_object(shares, (error, None if result is None else result.status))
+        errors = [e for e, _ in shares if e is not None]
+        if errors:
+            dist.destroy_process_group()
+            raise ExtractError(errors[0] if error is None else error)
+        assert result is not None
+        merged = {k: v for _, share in shares for k, v in share.items()}
         status = {v.video_id: merged[v.video_id] for v in videos}
         if rank == 0:
             write_index_file(result.index, result.header, status)

@@ -42,7 +42,7 @@ def duplicates(pairs: Sequence[ClipPair], embeddings: Optional[torch.Tensor] = N
         kept: list[int] = []
         seen: dict[str, int] = {}
         for i in members:
-            key = normalise(pairs[i].caption)
+            key = normalise(pairs[i].caption) or pairs[i].caption  # punctuation-only text stays itself
             if key in seen:
                 out[i] = seen[key]
                 continue

@@ -87,8 +87,10 @@ def read_edits(path: Path, records: Sequence[VideoRecord]) -> dict[str, str]:
                     raise RowError(path, line_no, name, f"is {got!r} but the manifest says {value}; timings may "
                                    "not be changed")
             caption = obj.get("caption")
+            if caption is None:  # left as exported (an uncaptioned scene nobody wrote for): no edit
+                continue
             if not isinstance(caption, str) or not caption.strip():
-                raise RowError(path, line_no, "caption", "expected non-empty text")
+                raise RowError(path, line_no, "caption", "expected non-empty text (or null for no change)")
             if key in edits:
                 raise RowError(path, line_no, "id", f"{key} appears twice")
             edits[key] = caption.strip()

@@ -36,8 +36,9 @@ def all_pairs(records: Sequence[VideoRecord], levels: Sequence[str]) -> list[Cli
 
 
 def decide(pairs: Sequence[ClipPair], scores: Sequence[Optional[float]], rules: FilterRules) -> list[bool]:
-    """Keep (True) or drop each scored pair; unscored pairs (undecodable video) are dropped."""
-    keep = [s is not None and (rules.threshold is None or s >= rules.threshold) for s in scores]
+    """Keep (True) or drop each pair; unscored pairs (undecodable video) are kept, their record passes
+    through unchanged (`apply`)."""
+    keep = [s is None or rules.threshold is None or s >= rules.threshold for s in scores]
     if rules.top_fraction is not None:
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, p in enumerate(pairs):
@@ -54,25 +55,29 @@ def decide(pairs: Sequence[ClipPair], scores: Sequence[Optional[float]], rules: 
 
 def apply(records: Sequence[VideoRecord], pairs: Sequence[ClipPair], keep: Sequence[bool],
           failed: set[str]) -> tuple[list[VideoRecord], dict[str, Any]]:
-    """Records without the dropped pairs (and without undecodable videos); counts for the report."""
-    from videolang.curate.io import prune_segments
+    """Records without the dropped pairs; counts for the report. A record whose video could not be
+    decoded (its pairs have no score) is passed through unchanged and named in the report."""
+    from videolang.curate.io import follow_narration, prune_segments
 
     drop: dict[str, set[str]] = defaultdict(set)
     for p, k in zip(pairs, keep):
         if not k:
             drop[p.video_id].add(p.segment_id)
-    out, removed, hollowed, skipped = [], 0, 0, []
+    out, removed, hollowed, unscored = [], 0, 0, []
     for rec in records:
         if str(rec.resolved_path) in failed:
-            skipped.append(rec.video_id)
+            unscored.append(rec.video_id)
+            out.append(rec)
             continue
         ids = drop.get(rec.video_id, set())
         segments, r, h = prune_segments(rec.segments, ids)
-        narration = [n for i, n in enumerate(rec.narration) if f"n{i}" not in ids]
+        kept = [i for i in range(len(rec.narration)) if f"n{i}" not in ids]
         removed, hollowed = removed + r, hollowed + h
-        out.append(_replace(rec, segments, narration))
+        new = _replace(rec, segments, [rec.narration[i] for i in kept])
+        new.meta = follow_narration(rec.meta, kept, len(rec.narration))
+        out.append(new)
     return out, {"segments_removed": removed, "segments_kept_for_label": hollowed,
-                 "undecodable_videos": skipped}
+                 "undecodable_videos_kept_unchanged": unscored}
 
 
 def _replace(rec: VideoRecord, segments: list, narration: list[Narration]) -> VideoRecord:

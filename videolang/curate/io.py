@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from videolang.data.builders.common import relative_to_manifest
 from videolang.data.manifest import Segment, VideoRecord, check_manifest, load_manifests, write_manifest
@@ -21,7 +21,11 @@ def read_records(sources: Sequence[str | Path], video_root: str | Path | None = 
 
 
 def write_records(records: Iterable[VideoRecord], out: str | Path) -> Path:
-    """Write `records` to `out` with paths re-based on `out`'s folder, then validate the file."""
+    """Write `records` to `out` with paths re-based on `out`'s folder; the file is validated as a draft
+    next to `out` and only then moved onto it, so a failure never replaces (or loses) an existing file."""
+    import os
+    import tempfile
+
     out = Path(out)
     if out.is_dir():
         raise VideolangError(f"{out}: --out is a folder; give a file name such as curated.jsonl")
@@ -31,11 +35,47 @@ def write_records(records: Iterable[VideoRecord], out: str | Path) -> Path:
         rec = copy.copy(rec)
         rec.path = relative_to_manifest(rec.resolved_path, out)
         rebased.append(rec)
-    write_manifest(rebased, out)
-    _, problems, _ = check_manifest(out)
-    if problems:  # a bug in a curation step: say so rather than leave a file that fails later
-        raise ManifestError([f"curation wrote an invalid manifest: {p}" for p in problems])
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".draft", dir=out.parent)
+    os.close(fd)
+    draft = Path(name)
+    try:
+        write_manifest(rebased, draft)
+        _, problems, _ = check_manifest(draft)
+        if problems:  # a bug in a curation step: say so rather than leave a file that fails later
+            raise ManifestError([f"curation would write an invalid manifest, {out} not written: "
+                                 f"line {p.removeprefix(f'{draft}:')}" for p in problems])
+        os.replace(draft, out)
+    finally:
+        draft.unlink(missing_ok=True)
     return out
+
+
+# Per-sentence lists some records keep in `meta` (the synthetic corpus' ground truth, realign's output):
+# they must follow the narration track whenever a step drops, replaces or reorders its sentences.
+PER_SENTENCE_KEYS = ("narration_kind", "narration_true")
+
+
+def follow_narration(meta: dict, kept: Optional[list[int]], before: int) -> dict:
+    """`meta` with its per-sentence lists taken at `kept` (indices into the old track of `before`
+    sentences, in the new track's order); `kept=None` means the track was replaced, so they are dropped.
+    A list whose length does not match the old track cannot be followed and is dropped too."""
+    meta = dict(meta)
+
+    def follow(values):
+        if kept is None or not isinstance(values, list) or len(values) != before:
+            return None
+        return [values[i] for i in kept]
+
+    for key in PER_SENTENCE_KEYS:
+        if key in meta:
+            new = follow(meta.pop(key))
+            if new is not None:
+                meta[key] = new
+    if isinstance(meta.get("realign"), dict):
+        info = {k: follow(v) for k, v in meta.pop("realign").items()}
+        if all(v is not None for v in info.values()):
+            meta["realign"] = info
+    return meta
 
 
 def report_dir(out: str | Path, step: str) -> Path:

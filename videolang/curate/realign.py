@@ -99,11 +99,14 @@ def realign_video(sentences: list[Narration], sim: torch.Tensor, spans: list[tup
         conf = float(np.clip(share[i], 0.0, 1.0))
         ok = conf >= rules.min_confidence
         row = plan[i]
-        if ok and simn[i, row.argmax()] - simn[i, here[i]] >= rules.min_gain:
+        best = int(row.argmax())
+        if ok and best != here[i] and simn[i, best] - simn[i, here[i]] >= rules.min_gain:
             near = row >= 0.5 * row.max()  # the windows that took most of it (one run, usually)
-            centre = float((row[near] * centres[near]).sum() / row[near].sum())
+            target = float((row[near] * centres[near]).sum() / row[near].sum())
+            # Moved by the distance between window centres, so a sentence at either end of the video (which
+            # no window centre reaches) is not pulled inwards when it stays in its own window.
             length = n.end - n.start
-            start = min(max(centre - length / 2, 0.0), max(duration - length, 0.0))
+            start = min(max(n.start + target - centres[here[i]], 0.0), max(duration - length, 0.0))
             n = Narration(round(start, 3), round(min(start + length, duration), 3), n.text)
         out.append(n)
         confidence.append(round(conf, 4))
@@ -119,6 +122,7 @@ def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, dro
 
     from tqdm import tqdm
 
+    from videolang.curate.io import follow_narration
     from videolang.data.video import VideoDecodeError, probe_video
 
     out, stats = [], {"videos": 0, "sentences": 0, "matched": 0, "unmatched": 0, "dropped": 0,
@@ -132,11 +136,13 @@ def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, dro
             duration = rec.duration if rec.duration is not None else probe_video(rec.resolved_path).duration
         except VideoDecodeError:
             stats["undecodable_videos"].append(rec.video_id)
+            out.append(rec)  # kept as it was: nothing to re-align against
             continue
         spans = windows(duration, rules)
         feats = scorer.clips(window_pairs(rec, spans), desc=rec.video_id)
         if len(feats.kept) < len(spans):
             stats["undecodable_videos"].append(rec.video_id)
+            out.append(rec)
             continue
         text = scorer.texts([n.text for n in rec.narration])
         result = realign_video(rec.narration, text @ feats.embeddings.T, spans, duration, rules)
@@ -148,13 +154,18 @@ def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, dro
         )
         shifts += [abs(new.start - old.start) for new, old, _, ok, _ in rows if ok]
         stats["dropped"] += len(result.narration) - len(rows)
+        order = [r[4] for r in rows]
+        previous = rec.meta.get("realign", {}).get("source_index") if isinstance(rec.meta.get("realign"), dict) else None
+        if not (isinstance(previous, list) and len(previous) == len(rec.narration)):
+            previous = list(range(len(rec.narration)))
         rec = copy.copy(rec)
+        rec.meta = follow_narration(rec.meta, order, len(rec.narration))  # per-sentence lists follow the new order
         rec.narration = [r[0] for r in rows]
-        rec.meta = dict(rec.meta)
-        # Per sentence of the new (time-ordered) track: where it was, how sure the move is, whether it moved.
+        # Per sentence of the new (time-ordered) track: where it was, how sure the move is, whether it matched,
+        # and its index in the first track this video had (kept through repeated re-alignments).
         rec.meta["realign"] = {"original": [[r[1].start, r[1].end] for r in rows],
                                "confidence": [r[2] for r in rows], "matched": [r[3] for r in rows],
-                               "source_index": [r[4] for r in rows]}
+                               "source_index": [previous[i] for i in order]}
         stats["videos"] += 1
         stats["sentences"] += len(result.matched)
         stats["matched"] += sum(result.matched)
@@ -165,12 +176,13 @@ def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, dro
 
 
 def start_errors(video: VideoRecord, truth: list[Optional[list[float]]]) -> tuple[list[float], list[float]]:
-    """|start - true start| before and after re-alignment, over sentences with a known true time (the
-    synthetic corpus records it as `meta.narration_true`, in the original track's order)."""
+    """|start - true start| before and after re-alignment, over sentences with a known true time;
+    `truth` is per sentence of the current track (the synthetic corpus' `meta.narration_true`, which
+    re-alignment keeps in step with the track)."""
     info = video.meta["realign"]
     before, after = [], []
-    for n, original, i in zip(video.narration, info["original"], info["source_index"]):
-        if truth[i] is not None:
-            before.append(abs(original[0] - truth[i][0]))
-            after.append(abs(n.start - truth[i][0]))
+    for n, original, t in zip(video.narration, info["original"], truth):
+        if t is not None:
+            before.append(abs(original[0] - t[0]))
+            after.append(abs(n.start - t[0]))
     return before, after

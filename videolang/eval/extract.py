@@ -143,7 +143,7 @@ def extract_features(
     segments = {}
     if settings.level is not None:
         segments = {v.video_id: _segments(v, settings.level) for v in videos}
-        if not any(segments.values()):
+        if videos and not any(segments.values()):  # (a torchrun share may be empty; the caller checks all)
             raise ExtractError(f"level: no video in the manifest has {settings.level!r} segments")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +205,10 @@ def _extract_one(
     with atomic_open(path, "wb") as f:
         f.write(save(tensors, metadata=meta))
     return {"status": "ok", "file": path.name, "count": len(tensors["features"]), "resumed": False}
+
+
+def has_segments(videos: Sequence[VideoRecord], level: str) -> bool:
+    return any(_segments(v, level) for v in videos)
 
 
 def _segments(video: VideoRecord, level: str) -> list[ClipPair]:

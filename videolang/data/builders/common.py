@@ -294,6 +294,8 @@ def read_table(path: Path, *, delimiter: str = ",", header: Optional[Sequence[st
                         raise RowError(path, line, "header", f"expected columns {', '.join(require)}; "
                                        f"got {', '.join(columns) or 'none'} (missing {', '.join(missing)})")
                     continue
+                while len(cells) > len(columns) and not cells[-1].strip():
+                    cells = cells[:-1]  # a trailing delimiter (tab or space at the end of a line)
                 if len(cells) > len(columns):
                     raise RowError(path, line, columns[-1],
                                    f"{len(cells)} cells but the header names {len(columns)} columns")
