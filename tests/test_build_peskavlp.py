@@ -117,6 +117,10 @@ def test_pairs_files_by_either_convention(tmp_path, videos):
                                      "keysteps": src / "keysteps" / "lap02.csv"}
     assert found["lap03"].tables == {"keysteps": src / "more" / "lap03.csv"}
     assert found["lap04"].tables == {"narration": src / "more" / "lap04.csv"}
+    # A CSV that neither its name nor its header marks as ours (a split list) is left out, and listed.
+    _csv(src / "splits.csv", "video,split", "lap01,train")
+    ignored: list = []
+    assert sorted(find_videos(src, ignored)) == sorted(found) and ignored == [src / "splits.csv"]
 
 
 def test_peskavlp_records(tmp_path, videos):

@@ -64,8 +64,14 @@ class VideoFiles:
     abstract: Optional[Path] = None
 
 
+IGNORED = "CSV file(s) under SOURCE whose name and header are neither narration nor keysteps (ignored)"
+
+
 def build_peskavlp(source: Path, ctx: BuildContext) -> Iterator[Built]:
-    videos = find_videos(source)
+    ignored: list[Path] = []
+    videos = find_videos(source, ignored)
+    if ignored:
+        ctx.report.skipped[IGNORED] += len(ignored)
     for video_id in ctx.videos(sorted(videos)):
         yield _record(video_id, videos[video_id], ctx)
 
@@ -74,8 +80,10 @@ def build_peskavlp(source: Path, ctx: BuildContext) -> Iterator[Built]:
 # Finding and pairing files
 
 
-def find_videos(source: Path) -> dict[str, VideoFiles]:
-    """Video id -> its narration/keysteps CSVs and abstract, from SOURCE (a folder, or one CSV)."""
+def find_videos(source: Path, ignored: Optional[list[Path]] = None) -> dict[str, VideoFiles]:
+    """Video id -> its narration/keysteps CSVs and abstract, from SOURCE (a folder, or one CSV). A CSV in a
+    folder that neither its name nor its header marks as narration or keysteps (a split list, metadata)
+    is left out and appended to `ignored`."""
     if source.is_file():
         csvs, texts = [source], []
     elif source.is_dir():
@@ -88,6 +96,10 @@ def find_videos(source: Path) -> dict[str, VideoFiles]:
     videos: dict[str, VideoFiles] = {}
     for path in csvs:
         video_id, hint = _name(path)
+        if hint is None and source.is_dir() and not _looks_like_ours(path):
+            if ignored is not None:
+                ignored.append(path)
+            continue
         _check_id(video_id, path)
         kind = _kind(path, hint)
         files = videos.setdefault(video_id, VideoFiles())
@@ -140,6 +152,12 @@ def _kind(path: Path, hint: Optional[str]) -> str:
         raise RowError(path, line, "header", f"the file's name says {hint}, but its columns "
                        f"({', '.join(columns)}) are {kind} columns ({','.join(COLUMNS[kind])})")
     return kind
+
+
+def _looks_like_ours(path: Path) -> bool:
+    """Whether a CSV's header has the narration columns (start, end, text; keysteps add step)."""
+    _, columns = _header(path)
+    return not columns or all(c in columns for c in COLUMNS[NARRATION])
 
 
 def _header(path: Path) -> tuple[int, list[str]]:
