@@ -369,13 +369,8 @@ def check_manifest(
     root = Path(video_root).expanduser().resolve() if video_root is not None else None
     records: list[VideoRecord] = []
     seen: dict[str, int] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ManifestError([f"{path}:0: <file>: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
     n_lines = 0
-    # Split on "\n" only: str.splitlines() also breaks on U+0085/U+2028, which captions may contain.
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in _lines(path):
         checker.line = lineno
         line = line.rstrip("\r")
         if not line.strip():
@@ -394,6 +389,20 @@ def check_manifest(
         checker.line = 0
         checker.problem("<file>", "manifest is empty")
     return records, checker.problems, checker.warnings
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a JSONL file, streamed: memory does not grow with the file. Lines end at
+    "\n" only (str.splitlines() would also break at U+0085/U+2028, which captions may contain)."""
+    lineno = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            lineno += 1
+            try:
+                yield lineno, raw.decode("utf-8").rstrip("\n")
+            except UnicodeDecodeError as e:
+                raise ManifestError([f"{path}:{lineno}: <file>: not UTF-8 text ({e.reason} at byte {e.start} of "
+                                     "the line)"]) from None
 
 
 def validate_manifest(
