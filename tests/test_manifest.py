@@ -365,3 +365,17 @@ def test_random_hierarchies_round_trip(tmp_path, records):
     assert [v.to_dict() for v in loaded] == records
     write_manifest(loaded, tmp_path / "rt2.jsonl")
     assert (tmp_path / "rt2.jsonl").read_text() == path.read_text()
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path):
+    from videolang.data.manifest import validate_manifest
+
+    path = tmp_path / "m.jsonl"
+    good = b'{"video_id": "a", "path": "a.mp4", "narration": [{"start": 0, "end": 1, "text": "hi"}]}\n'
+    path.write_bytes(good + b'{"video_id": "b\xff", "path": "b.mp4"}\n' + good.replace(b'"a', b'"c'))
+    problems, _ = validate_manifest(path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}:2: <file>: not UTF-8 text")
+    from videolang.data.manifest import check_manifest
+
+    records, _, _ = check_manifest(path)
+    assert [r.video_id for r in records] == ["a", "c"]  # reading goes on after the bad line

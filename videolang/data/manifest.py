@@ -372,6 +372,10 @@ def check_manifest(
     n_lines = 0
     for lineno, line in _lines(path):
         checker.line = lineno
+        if isinstance(line, UnicodeError):
+            n_lines += 1
+            checker.problem("<file>", str(line))
+            continue
         line = line.rstrip("\r")
         if not line.strip():
             continue
@@ -391,7 +395,7 @@ def check_manifest(
     return records, checker.problems, checker.warnings
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def _lines(path: Path) -> Iterator[tuple[int, str | UnicodeError]]:
     """(line number, text) of a JSONL file, streamed: memory does not grow with the file. Lines end at
     "\n" only (str.splitlines() would also break at U+0085/U+2028, which captions may contain)."""
     lineno = 0
@@ -400,9 +404,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             lineno += 1
             try:
                 yield lineno, raw.decode("utf-8").rstrip("\n")
-            except UnicodeDecodeError as e:
-                raise ManifestError([f"{path}:{lineno}: <file>: not UTF-8 text ({e.reason} at byte {e.start} of "
-                                     "the line)"]) from None
+            except UnicodeDecodeError as e:  # reported as that line's problem; the other lines are still checked
+                yield lineno, UnicodeError(f"not UTF-8 text ({e.reason} at byte {e.start} of the line)")
 
 
 def validate_manifest(
