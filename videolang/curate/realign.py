@@ -115,7 +115,7 @@ def realign_video(sentences: list[Narration], sim: torch.Tensor, spans: list[tup
 
 
 def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, drop_unmatched: bool = False,
-                    progress: bool = True) -> tuple[list[VideoRecord], dict]:
+                    progress: bool = True, videos_per_pass: int = 32) -> tuple[list[VideoRecord], dict]:
     """Every record with narration re-timed; per-sentence confidence and flags go to
     `meta.realign`. Returns the records and counts for the report."""
     import copy
@@ -123,29 +123,20 @@ def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, dro
     from tqdm import tqdm
 
     from videolang.curate.io import follow_narration
-    from videolang.data.video import VideoDecodeError, probe_video
 
     out, stats = [], {"videos": 0, "sentences": 0, "matched": 0, "unmatched": 0, "dropped": 0,
                       "mean_abs_shift_s": 0.0, "undecodable_videos": []}
     shifts: list[float] = []
-    for rec in tqdm(records, desc="realign", unit="video", disable=not progress):
-        if not rec.narration:
-            out.append(rec)
-            continue
-        try:
-            duration = rec.duration if rec.duration is not None else probe_video(rec.resolved_path).duration
-        except VideoDecodeError:
-            stats["undecodable_videos"].append(rec.video_id)
-            out.append(rec)  # kept as it was: nothing to re-align against
-            continue
-        spans = windows(duration, rules)
-        feats = scorer.clips(window_pairs(rec, spans), desc=rec.video_id)
-        if len(feats.kept) < len(spans):
-            stats["undecodable_videos"].append(rec.video_id)
-            out.append(rec)
+    for rec, duration, spans, embeddings in tqdm(_window_features(records, scorer, rules, videos_per_pass),
+                                                 total=len(records), desc="realign", unit="video",
+                                                 disable=not progress):
+        if embeddings is None:
+            if rec.narration:
+                stats["undecodable_videos"].append(rec.video_id)
+            out.append(rec)  # kept as it was: nothing to re-align (against)
             continue
         text = scorer.texts([n.text for n in rec.narration])
-        result = realign_video(rec.narration, text @ feats.embeddings.T, spans, duration, rules)
+        result = realign_video(rec.narration, text @ embeddings.T, spans, duration, rules)
         rows = sorted(
             ((new, old, conf, ok, i) for i, (new, old, conf, ok) in
              enumerate(zip(result.narration, rec.narration, result.confidence, result.matched))
@@ -173,6 +164,42 @@ def realign_records(records: list[VideoRecord], scorer, rules: RealignRules, dro
         out.append(rec)
     stats["mean_abs_shift_s"] = round(float(np.mean(shifts)), 3) if shifts else 0.0
     return out, stats
+
+
+def _window_features(records: list[VideoRecord], scorer, rules: RealignRules, videos_per_pass: int):
+    """(record, duration, window spans, window embeddings or None) per record, in order. The windows of
+    `videos_per_pass` videos go through one loader pass (workers start once per pass, not per video);
+    None: no narration, or the video could not be decoded."""
+    from videolang.data.video import VideoDecodeError, probe_video
+
+    for lo in range(0, len(records), videos_per_pass):
+        block = records[lo : lo + videos_per_pass]
+        plans: list = []
+        pairs: list[ClipPair] = []
+        for rec in block:
+            if not rec.narration:
+                plans.append(None)
+                continue
+            try:
+                duration = rec.duration if rec.duration is not None else probe_video(rec.resolved_path).duration
+            except VideoDecodeError:
+                plans.append(None)
+                continue
+            spans = windows(duration, rules)
+            plans.append((duration, spans, len(pairs)))
+            pairs += window_pairs(rec, spans)
+        feats = scorer.clips(pairs, desc="windows") if pairs else None
+        row_of = {i: r for r, i in enumerate(feats.kept)} if feats is not None else {}
+        for rec, plan in zip(block, plans):
+            if plan is None:
+                yield rec, 0.0, [], None
+                continue
+            duration, spans, first = plan
+            rows = [row_of.get(first + k) for k in range(len(spans))]
+            if any(r is None for r in rows):  # some window failed to decode: the video is unusable
+                yield rec, duration, spans, None
+                continue
+            yield rec, duration, spans, feats.embeddings[rows]
 
 
 def start_errors(video: VideoRecord, truth: list[Optional[list[float]]]) -> tuple[list[float], list[float]]:
