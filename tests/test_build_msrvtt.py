@@ -5,7 +5,6 @@ so retrieval sees one candidate and one query per video; bad values name their k
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,57 +12,24 @@ import pytest
 import torch
 
 from videolang.cli import main
-from videolang.data.builders import BuildError, BuildOptions, build_manifest
+from videolang.data.builders import BuildError, build_manifest
 from videolang.data.builders.msrvtt import DUPLICATE, EMPTY, NO_CAPTION, UNKNOWN_VIDEO, UNREADABLE
 from videolang.data.manifest import check_manifest, clip_pairs
 from videolang.errors import VideolangError
+from build_helpers import (
+    assert_valid as _assert_valid,
+    write_json as _json,
+    options as _opts,
+    read_out as _read,
+    rel as _rel,
+    touch as _touch,
+    write_clip as _write_clip,
+)
+
+
 
 # --------------------------------------------------------------------------------------------------
 # Helpers (copied from test_manifest_build.py)
-
-
-def _touch(folder: Path, *stems: str, ext: str = "mp4") -> None:
-    for stem in stems:
-        path = folder / f"{stem}.{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-
-
-def _write_clip(path: Path, frames: int, fps: int) -> None:
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(frames):
-            image = np.full((32, 32, 3), (20 * i) % 256, dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode(None))
-
-
-def _json(path: Path, obj) -> Path:
-    path.write_text(json.dumps(obj))
-    return path
-
-
-def _opts(videos: Path, **kw) -> BuildOptions:
-    return BuildOptions(videos=videos, progress=False, **kw)
-
-
-def _read(path: Path) -> dict[str, dict]:
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["video_id"]: r for r in records}
-
-
-def _rel(file: Path, out: Path) -> str:
-    return os.path.relpath(file, out.parent)
-
-
-def _assert_valid(out: Path) -> None:
-    _, problems, _ = check_manifest(out, check_files=True)
-    assert problems == []
 
 
 @pytest.fixture

@@ -4,40 +4,20 @@ uncovered (and counted), the fold's bundles give the split, and every bad line i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from videolang.cli import main
-from videolang.data.builders import BuildOptions, build_manifest
+from videolang.data.builders import build_manifest
 from videolang.data.builders.common import BuildError
 from videolang.data.builders.mstcn import BACKGROUND_NOTE, NO_FOLD
-from videolang.data.manifest import check_manifest
+from build_helpers import assert_valid as _assert_valid, options as _opts, read_out as _read, touch as _touch
+
+
 
 # --------------------------------------------------------------------------------------------------
 # Helpers (copied from test_manifest_build.py)
-
-
-def _touch(folder: Path, *stems: str, ext: str = "mp4") -> None:
-    for stem in stems:
-        path = folder / f"{stem}.{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-
-
-def _opts(videos: Path, **kw) -> BuildOptions:
-    return BuildOptions(videos=videos, progress=False, **kw)
-
-
-def _read(path: Path) -> dict[str, dict]:
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["video_id"]: r for r in records}
-
-
-def _assert_valid(out: Path) -> None:
-    _, problems, _ = check_manifest(out, check_files=True)
-    assert problems == []
 
 
 def _lines(path: Path, lines: list[str]) -> Path:

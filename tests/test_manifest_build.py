@@ -17,7 +17,7 @@ import pytest
 
 from videolang.cli import main
 from videolang.data import builders
-from videolang.data.builders import BuildError, BuildOptions, build_manifest
+from videolang.data.builders import BuildError, build_manifest
 from videolang.data.builders.common import Built, Changes, new_record
 from videolang.data.builders.database_json import UNTEXTED
 from videolang.data.builders.howto100m import DROPPED as HOWTO_DROPPED
@@ -33,39 +33,20 @@ from videolang.data.builders.vript import EMPTY as VRIPT_EMPTY
 from videolang.data.builders.vript import UNREADABLE, probe_duration
 from videolang.data.manifest import Segment, check_manifest, validate_manifest
 from videolang.errors import ManifestError, VideolangError
+from build_helpers import (
+    assert_valid as _assert_valid,
+    write_json as _json,
+    options as _opts,
+    read_out as _read,
+    rel as _rel,
+    touch as _touch,
+    write_clip as _write_clip,
+)
+
+
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _touch(folder: Path, *stems: str, ext: str = "mp4") -> None:
-    for stem in stems:
-        path = folder / f"{stem}.{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-
-
-def _json(path: Path, obj) -> Path:
-    path.write_text(json.dumps(obj))
-    return path
-
-
-def _opts(videos: Path, **kw) -> BuildOptions:
-    return BuildOptions(videos=videos, progress=False, **kw)
-
-
-def _read(path: Path) -> dict[str, dict]:
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["video_id"]: r for r in records}
-
-
-def _rel(file: Path, out: Path) -> str:
-    return os.path.relpath(file, out.parent)
-
-
-def _assert_valid(out: Path) -> None:
-    problems, _ = validate_manifest(out, check_files=True)
-    assert problems == []
 
 
 def _one_line_error(capsys, args: list[str]) -> str:
@@ -395,20 +376,6 @@ def test_non_utf8_file_name_is_one_line(tmp_path, videos, capsys):
 
 # --------------------------------------------------------------------------------------------------
 # Vript
-
-
-def _write_clip(path: Path, frames: int, fps: int) -> None:
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for i in range(frames):
-            image = np.full((32, 32, 3), 20 * i, dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode(None))
 
 
 def _scene(vid: str, n: int, content: str, voiceover: list) -> tuple[str, dict]:
