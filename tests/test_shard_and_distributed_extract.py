@@ -48,9 +48,9 @@ def test_shard_command(tmp_path, capsys):
     loads = [sum(v.duration for v in p) for p in parts]
     assert max(loads) - min(loads) <= max(v.duration for v in originals)
     # The shards are one corpus again through a glob.
-    from videolang.curate.io import read_records
+    from videolang.data.manifest import load_manifests
 
-    assert len(read_records([str(out / "*.jsonl")])) == len(originals)
+    assert len(load_manifests([str(out / "*.jsonl")])) == len(originals)
     assert main(["manifest", "shard", str(manifest), "--shards", "3", "--out-dir", str(out)]) == 2
     assert "already holds shards" in capsys.readouterr().err
     # A video in two manifests is one error naming both places.

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from videolang.commands import command_parser
-from videolang.data.manifest import LEVELS
+from videolang.data.manifest import LEVELS, load_manifests
 
 ALL_LEVELS = (*LEVELS, "narration")
 
@@ -165,13 +165,13 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from videolang.curate.io import follow_narration, read_records, write_records
+    from videolang.curate.io import follow_narration, write_records
     from videolang.curate.segment import SegmentRules, segment_transcript, transcript_files
 
     rules = _rules(SegmentRules, pause=args.pause, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     files = transcript_files(Path(args.transcripts))
     if args.manifest:
-        records = read_records(args.manifest, args.video_root)
+        records = load_manifests(args.manifest, video_root=args.video_root)
     else:
         records = _records_for_transcripts(files, Path(args.videos))
     out, units, without = [], 0, 0
@@ -227,7 +227,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Dataset
     from tqdm import tqdm
 
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import write_records
     from videolang.curate.scenes import SceneRules, detect_scenes
     from videolang.data.manifest import Segment
     from videolang.data.video import VideoDecodeError
@@ -235,7 +235,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     _need(args.fps > 0 and args.min_seconds >= 0 and args.threshold > 0,
           "--fps and --threshold must be positive, --min-seconds non-negative")
     rules = SceneRules(fps=args.fps, threshold=args.threshold, min_seconds=args.min_seconds, detector=args.detector)
-    records = read_records(args.manifest, args.video_root)
+    records = load_manifests(args.manifest, video_root=args.video_root)
 
     class Scan(Dataset):  # one video per item, so worker processes decode videos in parallel
         def __len__(self) -> int:
@@ -276,11 +276,11 @@ def run_scenes(args: argparse.Namespace) -> int:
 
 def run_filter(args: argparse.Namespace) -> int:
     from videolang.curate import filter as flt
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import write_records
     from videolang.utils.io import atomic_write_text
 
     rules = _rules(flt.FilterRules, levels=args.levels, threshold=args.threshold, top_fraction=args.top_fraction)
-    records = read_records(args.manifest, args.video_root)
+    records = load_manifests(args.manifest, video_root=args.video_root)
     pairs = flt.all_pairs(records, rules.levels)
     _need(bool(pairs), f"no captioned pairs at levels {', '.join(rules.levels)}")
     scores, failed = _scorer(args).pair_scores(pairs)
@@ -309,13 +309,13 @@ def run_filter(args: argparse.Namespace) -> int:
 def run_realign(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import write_records
     from videolang.curate.realign import RealignRules, realign_records
 
     rules = _rules(RealignRules, window=args.window, stride=args.stride, solver=args.solver, mass=args.mass,
                    reg=args.reg, reg_m=args.reg_m, time_weight=args.time_weight, time_scale=args.time_scale,
                    min_confidence=args.min_confidence)
-    records = read_records(args.manifest, args.video_root)
+    records = load_manifests(args.manifest, video_root=args.video_root)
     _need(any(r.narration for r in records), "no record has narration to re-align")
     out, stats = realign_records(records, _scorer(args), rules, drop_unmatched=args.drop_unmatched)
     _need(bool(out), "every video failed to decode; nothing written")
@@ -333,18 +333,15 @@ def run_realign(args: argparse.Namespace) -> int:
 def run_dedup(args: argparse.Namespace) -> int:
     from videolang.curate.dedup import duplicates
     from videolang.curate.filter import all_pairs, apply
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import write_records
 
     _need(-1 <= args.threshold <= 1, f"--threshold is a cosine in [-1, 1], got {args.threshold}")
-    records = read_records(args.manifest, args.video_root)
+    records = load_manifests(args.manifest, video_root=args.video_root)
     pairs = all_pairs(records, args.levels)
     embeddings = None
     if args.model:
         scorer = _scorer(args)
-        texts = list(dict.fromkeys(p.caption for p in pairs))
-        index = {t: i for i, t in enumerate(texts)}
-        emb = scorer.texts(texts)
-        embeddings = emb[[index[p.caption] for p in pairs]] if pairs else None
+        embeddings = scorer.caption_embeddings([p.caption for p in pairs]) if pairs else None
     dup = duplicates(pairs, embeddings, args.threshold)
     out, counts = apply(records, pairs, [d is None for d in dup], set())
     write_records(out, args.out)
@@ -363,9 +360,9 @@ def run_dedup(args: argparse.Namespace) -> int:
 
 def run_enrich(args: argparse.Namespace) -> int:
     from videolang.curate import enrich
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import write_records
 
-    records = read_records(args.manifest, args.video_root)
+    records = load_manifests(args.manifest, video_root=args.video_root)
     if args.action == "export":
         _need(args.edits is None, "--edits is for 'enrich merge'")
         n = enrich.write_export(records, args.levels, Path(args.out))

@@ -155,11 +155,12 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_shard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from videolang.curate.io import read_records, write_records
+    from videolang.curate.io import write_records
+    from videolang.data.manifest import load_manifests
     from videolang.data.shard import balance, video_weight
     from videolang.errors import VideolangError
 
-    records = read_records(args.files, args.video_root)
+    records = load_manifests(args.files, video_root=args.video_root)
     if args.shards > len(records):
         raise VideolangError(f"--shards {args.shards} is more than the {len(records)} videos; every shard needs one")
     out_dir = Path(args.out_dir)

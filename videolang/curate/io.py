@@ -5,39 +5,27 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
-from videolang.data.builders.common import relative_to_manifest
-from videolang.data.manifest import Segment, VideoRecord, check_manifest, load_manifests, write_manifest
+from videolang.data.builders.common import relative_to_manifest, reserve_draft
+from videolang.data.manifest import Segment, VideoRecord, check_manifest, write_manifest
 from videolang.errors import ManifestError, VideolangError
-
-
-def read_records(sources: Sequence[str | Path], video_root: str | Path | None = None) -> list[VideoRecord]:
-    """Records of one or more manifests (files or globs), in order; a problem in any is an error."""
-    records = load_manifests(sources, video_root=video_root)
-    if not records:
-        raise VideolangError("no videos in " + ", ".join(map(str, sources)))
-    return records
 
 
 def write_records(records: Iterable[VideoRecord], out: str | Path) -> Path:
     """Write `records` to `out` with paths re-based on `out`'s folder; the file is validated as a draft
     next to `out` and only then moved onto it, so a failure never replaces (or loses) an existing file."""
     import os
-    import tempfile
 
     out = Path(out)
     if out.is_dir():
         raise VideolangError(f"{out}: --out is a folder; give a file name such as curated.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    draft = reserve_draft(out)
     rebased = []
     for rec in records:
         rec = copy.copy(rec)
         rec.path = relative_to_manifest(rec.resolved_path, out)
         rebased.append(rec)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".draft", dir=out.parent)
-    os.close(fd)
-    draft = Path(name)
     try:
         write_manifest(rebased, draft)
         _, problems, _ = check_manifest(draft)

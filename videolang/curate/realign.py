@@ -89,10 +89,10 @@ def realign_video(sentences: list[Narration], sim: torch.Tensor, spans: list[tup
     """New times for one video's sentences given their cosine similarities `sim` [S, W] to the windows."""
     centres = np.array([(a + b) / 2 for a, b in spans])
     said = np.array([(n.start + n.end) / 2 for n in sentences])
-    cost = (1.0 - sim.double().numpy()) + rules.time_weight * np.abs(said[:, None] - centres[None, :]) / rules.time_scale
+    simn = sim.double().numpy()
+    cost = (1.0 - simn) + rules.time_weight * np.abs(said[:, None] - centres[None, :]) / rules.time_scale
     plan = transport_plan(cost, rules)
     share = plan.sum(1) * len(sentences)  # fraction of each sentence's mass transported
-    simn = sim.double().numpy()
     here = np.abs(said[:, None] - centres[None, :]).argmin(1)  # the window where each sentence was said
     out, confidence, matched = [], [], []
     for i, n in enumerate(sentences):

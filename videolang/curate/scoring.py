@@ -41,15 +41,18 @@ class Scorer:
             return torch.zeros(0, 0)
         return text_embeddings(self.model.full.encode_text, list(texts), max(self.batch_size, 64))
 
+    def caption_embeddings(self, texts: Sequence[str]) -> Tensor:
+        """One row per text, each distinct text encoded once (captions repeat within corpora)."""
+        distinct = list(dict.fromkeys(texts))
+        index = {t: k for k, t in enumerate(distinct)}
+        return self.texts(distinct)[[index[t] for t in texts]]
+
     def pair_scores(self, pairs: Sequence[ClipPair]) -> tuple[list[Optional[float]], dict[str, str]]:
         """Cosine of each pair (None where its video could not be decoded) and the undecodable files."""
         feats = self.clips(pairs)
         scores: list[Optional[float]] = [None] * len(pairs)
         if feats.kept:
-            captions = list(dict.fromkeys(pairs[i].caption for i in feats.kept))
-            index = {c: k for k, c in enumerate(captions)}
-            text = self.texts(captions)
-            rows = text[[index[pairs[i].caption] for i in feats.kept]]
+            rows = self.caption_embeddings([pairs[i].caption for i in feats.kept])
             for i, s in zip(feats.kept, (rows * feats.embeddings).sum(-1).tolist()):
                 scores[i] = s
         return scores, feats.failed

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
-from videolang.data.manifest import ClipPair, VideoRecord, clip_pairs, load_manifest, manifest_files
+from videolang.data.manifest import ClipPair, VideoRecord, clip_pairs, load_manifests
 from videolang.errors import VideolangError
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,9 @@ ManifestSource = Union[str, Path, Sequence[str], Sequence[Path], Sequence[VideoR
 
 def _records(manifest: ManifestSource, video_root: str | Path | None) -> list[VideoRecord]:
     """Records of one manifest, of several (a list), or of every file a glob matches (sharded corpora)."""
-    if isinstance(manifest, (str, Path)):
-        return [r for path in manifest_files(manifest) for r in load_manifest(path, video_root=video_root)]
-    items = list(manifest)
+    items = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
     if items and isinstance(items[0], (str, Path)):
-        return [r for m in items for path in manifest_files(m) for r in load_manifest(path, video_root=video_root)]
+        return load_manifests(items, video_root=video_root)
     return items
 
 

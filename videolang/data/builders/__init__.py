@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +24,7 @@ from videolang.data.builders.common import (
     VideoIndex,
     is_utf8,
     printable,
+    reserve_draft,
 )
 from videolang.data.builders.database_json import build_coin, build_youcook2
 from videolang.data.builders.howto100m import build_howto100m
@@ -67,7 +67,7 @@ def build_manifest(fmt: str, source: str | Path, out: str | Path, options: Build
     source, out = Path(source), Path(out)
     _check_options(fmt, options)
     _check_out(out, source)
-    draft = _reserve_draft(out)
+    draft = reserve_draft(out)
     try:
         report = BuildReport(fmt, out, Path(options.videos))
         ctx = BuildContext(fmt, options, VideoIndex.scan(Path(options.videos)), report)
@@ -112,18 +112,6 @@ def _check_out(out: Path, source: Path) -> None:
     if target == real_source or (real_source.is_dir() and real_source in target.parents):
         raise BuildError(out, "", f"--out may not be SOURCE or lie inside a SOURCE folder ({source}); "
                          "write the manifest elsewhere")
-
-
-def _reserve_draft(out: Path) -> Path:
-    """A new, uniquely named file next to `out` to write into: two builds never share it, no user file is
-    ever removed in its place, and an unwritable folder fails here, before any work."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent)
-    except OSError as e:
-        raise BuildError(out, "", f"--out cannot be written: {e.strerror}") from None
-    os.close(fd)
-    return Path(name)
 
 
 def _finish(built: Iterator[Built], source: Path, ctx: BuildContext) -> Iterator[VideoRecord]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
@@ -152,6 +153,13 @@ class Field:
         if not is_utf8(self.value):
             self.fail(f"not valid Unicode text (lone surrogate): '{printable(self.value)[:60]}'")
         return self.value
+
+    def one_of(self, names: dict[str, T], what: str) -> T:
+        """The value of text naming one of `names` (e.g. a source's split names -> ours)."""
+        text = self.text()
+        if text not in names:
+            self.fail(f"unknown {what} '{text}'; expected one of {', '.join(names)}")
+        return names[text]
 
     def plain(self) -> Any:
         """The value as is, for copying into `meta`: checked to hold only writable text and finite numbers."""
@@ -447,6 +455,18 @@ class VideoIndex:
                 self.root, "", f"two video files for id '{video_id}': {found[0]} and {found[1]}; keep one"
             )
         return found[0]
+
+
+def reserve_draft(out: Path) -> Path:
+    """A new, uniquely named file next to `out` to write into: two writers never share it, no user file is
+    ever removed in its place, and an unwritable folder fails here, before any work."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent)
+    except OSError as e:
+        raise BuildError(out, "", f"--out cannot be written: {e.strerror}") from None
+    os.close(fd)
+    return Path(name)
 
 
 def relative_to_manifest(file: Path, out: Path) -> str:

@@ -98,11 +98,7 @@ def _meta(entry: Field, fmt: DatabaseFormat) -> dict[str, Any]:
 
 
 def _split(entry: Field) -> str:
-    subset = entry.required("subset")
-    name = subset.text()
-    if name not in SUBSETS:
-        subset.fail(f"unknown subset '{name}'; expected one of {', '.join(SUBSETS)}")
-    return SUBSETS[name]
+    return entry.required("subset").one_of(SUBSETS, "subset")
 
 
 def _duration(entry: Field) -> Optional[float]:

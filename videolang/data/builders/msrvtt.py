@@ -122,11 +122,7 @@ def _source_span(entry: Field) -> tuple[float, float]:
 
 
 def _split(entry: Field) -> str:
-    found = entry.required("split")
-    name = found.text()
-    if name not in SPLITS:
-        found.fail(f"unknown split '{name}'; expected one of {', '.join(SPLITS)}")
-    return SPLITS[name]
+    return entry.required("split").one_of(SPLITS, "split")
 
 
 # --------------------------------------------------------------------------------------------------
