@@ -43,3 +43,15 @@ def test_hierarchy_benchmark_quick(tmp_path):
     results = json.loads((tmp_path / "hierarchy.json").read_text())
     assert set(results["default noise"]) == {"flat", "hier", "hier-grouped"}
     assert "phase_rec_acc" in results["default noise"]["hier"][0]
+
+
+def test_fine_tuning_regime_starts_every_method_from_one_warm_up_run(tmp_path):
+    _run("--warm-steps", "1", "--levels", "60", "--methods", "infonce,norton", "--out", str(tmp_path))
+    import yaml
+
+    warm = tmp_path / "runs" / "60-warmup1-seed0"
+    assert (warm / "final" / "model.safetensors").is_file()
+    for method in ("infonce", "norton"):
+        cfg = yaml.safe_load((tmp_path / "runs" / f"60-warm1-{method}-seed0" / "config.yaml").read_text())
+        assert cfg["train"]["init_from"] == str(warm)
+    assert set(json.loads((tmp_path / "noise.json").read_text())["60%"]) == {"infonce", "norton"}

@@ -186,6 +186,28 @@ def test_misspelt_key_fails_before_any_work(corpus, tmp_path):
     assert proc.returncode == 2 and "model.caption_head" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_init_from_starts_from_another_runs_weights(corpus, reference, tmp_path):
+    # With a vanishing learning rate one step barely moves the weights: they must be the reference's
+    # final weights, not a fresh initialisation (which differs by far more than the tolerance).
+    out = tmp_path / "finetune"
+    run(train_cmd(out, corpus, "train.max_steps=1", "train.lr=1e-12", "train.warmup_steps=0", "data.levels=[task]",
+                  f"train.init_from={reference}"))
+    start, tuned = weights(reference / "final"), weights(out / "final")
+    assert start.keys() == tuned.keys()
+    for name in start:
+        torch.testing.assert_close(tuned[name], start[name], rtol=0, atol=1e-6, msg=name)
+    fresh = tmp_path / "fresh"
+    run(train_cmd(fresh, corpus, "train.max_steps=1", "train.lr=1e-12", "train.warmup_steps=0", "data.levels=[task]"))
+    assert any((weights(fresh / "final")[k] - start[k]).abs().max() > 1e-3 for k in start)
+
+    bad = run(train_cmd(tmp_path / "bad", corpus, "train.max_steps=1", "model.embed_dim=16",
+                        f"train.init_from={reference}"), check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "train.init_from:" in bad.stderr and "model.safetensors" in bad.stderr
+    missing = run(train_cmd(tmp_path / "none", corpus, f"train.init_from={tmp_path / 'nowhere'}"), check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr
+
+
 def test_broken_videos_are_skipped_and_named(tmp_path):
     from videolang.data.synth import synthesize_corpus
 

@@ -20,6 +20,9 @@ per-level InfoNCE and the cross-level term), `hier-grouped` (the same with micro
 videos, `data.group_by_video`) vs `flat` (task captions only), equal budget and seeds,
 evaluated by zero-shot phase recognition and step segmentation.
 
+`--warm-steps N` runs the fine-tuning regime instead: every method starts from the same plain-InfoNCE run of
+N steps (per corpus and seed) and trains `--steps` more, as Norton fine-tunes a pretrained VideoCLIP.
+
 Results: mean +- std over seeds, a markdown table, a JSON file and a plot (metric vs noise per method).
 """
 
@@ -179,6 +182,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (the demo's; 5e-4 collapsed)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every method (repeatable)")
+    p.add_argument("--warm-steps", type=int, default=0, metavar="N",
+                   help="fine-tuning regime: every method starts from a plain-InfoNCE run of N steps on the same "
+                        "corpus and seed, then trains --steps more (Norton fine-tunes a pretrained model)")
     p.add_argument("--out", default="runs/bench_noise", help="work folder (corpora, runs, results)")
     p.add_argument("--name", default=None, help="stem of the result files (default: noise / hierarchy)")
     args = p.parse_args()
@@ -212,9 +218,17 @@ def main() -> None:
             corpus_level = 0.3 if level is None else level
             manifest = make_corpus(out / "corpora" / f"noise{int(100 * corpus_level)}-seed{seed}", args.videos, seed,
                                    corpus_level)
+            stem = group.replace(' ', '_').rstrip('%')
+            start: list[str] = []
+            if args.warm_steps:  # the shared starting point of every method of this corpus and seed
+                warm_dir = out / "runs" / f"{stem}-warmup{args.warm_steps}-seed{seed}"
+                res = train_and_eval(manifest, warm_dir, stream + NOISE_METHODS["infonce"], seed, args.warm_steps, which)
+                print(json.dumps({"group": group, "method": "warm-up (infonce)", "seed": seed, **res}), flush=True)
+                start = [f"train.init_from={warm_dir}"]
+                stem += f"-warm{args.warm_steps}"
             for method, sets in methods.items():
-                run_dir = out / "runs" / f"{group.replace(' ', '_').rstrip('%')}-{method}-seed{seed}"
-                res = train_and_eval(manifest, run_dir, stream + sets, seed, args.steps, which)
+                run_dir = out / "runs" / f"{stem}-{method}-seed{seed}"
+                res = train_and_eval(manifest, run_dir, stream + sets + start, seed, args.steps, which)
                 results[group].setdefault(method, []).append(res)
                 print(json.dumps({"group": group, "method": method, "seed": seed, **res}), flush=True)
     name = args.name or ("hierarchy" if args.hierarchy else "noise")

@@ -122,6 +122,9 @@ class TrainConfig:
     """
 
     max_steps: int = 1000  # optimizer steps
+    # start from these weights (a run, checkpoint or model folder of the same architecture): fine-tuning.
+    # Only the weights are taken, not the optimizer, schedule or data position; a resumed run ignores it.
+    init_from: Optional[str] = None
     batch_size: int = 32  # micro-batch per process (paragraphs stream: videos per process)
     grad_accum: int = 1
     lr: float = 1e-4

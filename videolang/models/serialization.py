@@ -73,7 +73,9 @@ def load_weights(module: nn.Module, directory: str | Path) -> None:
     try:
         missing, unexpected = load_model(module, str(path), strict=False)
     except (SafetensorError, RuntimeError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        # torch's message is a header line ("Error(s) in loading ...:") followed by the first real cause
+        first = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(e).__name__)
         raise ModelError(f"{path}: cannot load weights: {first}") from None
     if missing or unexpected:
         parts = []

@@ -24,7 +24,7 @@ import torch
 from videolang import __version__
 from videolang.config import Config, save_config
 from videolang.data.datasets import DecodeFailureLog
-from videolang.errors import VideolangError
+from videolang.errors import ConfigError, VideolangError
 from videolang.losses import build_loss
 from videolang.models import VideoTextModel, build_model
 from videolang.train import checkpoint as ckpt
@@ -90,6 +90,25 @@ def _mean_terms(sums: dict[str, torch.Tensor], counts: dict[str, int], device: t
     return dict(zip(keys, t.tolist()))
 
 
+def init_weights(model: VideoTextModel, source: str | Path) -> None:
+    """Load the weights of a run, checkpoint or model folder into a freshly built model (fine-tuning).
+
+    The folder must hold a model of the same architecture: every tensor has to match by name and shape.
+    """
+    from videolang.models.errors import ModelError
+    from videolang.models.serialization import load_weights
+    from videolang.train.layout import resolve_model_folder
+
+    source = Path(source)
+    if not source.exists():
+        raise ConfigError(f"train.init_from: {source} does not exist")
+    folder = resolve_model_folder(source)
+    try:
+        load_weights(model, folder)
+    except ModelError as e:
+        raise ConfigError(f"train.init_from: {e} (the model section must describe the same architecture)") from None
+
+
 class Trainer:
     def __init__(self, cfg: Config, resume: str = "auto", validate: Optional[Validator] = None):
         check_train_config(cfg)
@@ -129,6 +148,10 @@ class Trainer:
 
         _seed_all(cfg.run.seed)  # identical initial weights on every rank (DeepSpeed also broadcasts them)
         model = build_model(cfg.model)
+        if cfg.train.init_from and self.resumed_from is None:
+            init_weights(model, cfg.train.init_from)
+            if info.is_main:
+                print(f"initialised from {cfg.train.init_from}", flush=True)
         loss = build_loss(cfg.loss)
         module = TrainModule(model, loss).to(info.device)
         if self.zero_stage == 3:
