@@ -33,6 +33,7 @@ def test_noise_benchmark_quick(tmp_path):
             assert 0 <= runs[0]["t2v_R@1"] <= 100 and 0 <= runs[0]["step_seg_acc"] <= 100
     table = (tmp_path / "noise.md").read_text()
     assert "| 60% | norton |" in table and (tmp_path / "noise.png").is_file()
+    assert "clip term leaves log(batch) at step" in table
     # The 60 % corpus really is noisier: fewer of its narration sentences keep their true time.
     noisy = [json.loads(x) for x in next((tmp_path / "corpora").glob("noise60-*/manifest.jsonl")).read_text().splitlines()]
     assert noisy[0]["meta"]["noise"]["shift"] == pytest.approx(0.3)
@@ -55,3 +56,24 @@ def test_fine_tuning_regime_starts_every_method_from_one_warm_up_run(tmp_path):
         cfg = yaml.safe_load((tmp_path / "runs" / f"60-warm1-{method}-seed0" / "config.yaml").read_text())
         assert cfg["train"]["init_from"] == str(warm)
     assert set(json.loads((tmp_path / "noise.json").read_text())["60%"]) == {"infonce", "norton"}
+
+
+def test_plateau_exit_is_the_first_step_below_chance_by_the_margin(tmp_path):
+    import math
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from bench_noise import plateau_exit
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    path = tmp_path / "metrics.jsonl"
+    chance = math.log(16)
+    rows = [{"step": 10, "clip": chance + 0.1}, {"step": 20, "clip": chance - 0.1}, {"step": 30, "val": 1.0},
+            {"step": 40, "clip": chance - 0.2}, {"step": 50, "clip": 0.5}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert plateau_exit(path, 16) == 40
+    assert plateau_exit(path, 16, margin=0.05) == 20
+    assert plateau_exit(path, 64) == 10  # log(64) is far above every value
+    path.write_text(json.dumps({"step": 10, "clip": chance}) + "\n")
+    assert plateau_exit(path, 16) is None
+    assert plateau_exit(tmp_path / "absent.jsonl", 16) is None

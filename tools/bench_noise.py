@@ -126,8 +126,35 @@ def train_and_eval(manifest: Path, out: Path, sets: list[str], seed: int, steps:
     return result
 
 
+def plateau_exit(metrics_path: Path, batch: int, margin: float = 0.15) -> int | None:
+    """First logged step at which the clip InfoNCE term is `margin` nats below its chance value log(batch),
+    i.e. when the clip objective starts to learn; None if it never does. Recomputed from `metrics.jsonl`."""
+    import math
+
+    if not metrics_path.is_file():
+        return None
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if "clip" in record and record["clip"] < math.log(batch) - margin:
+            return int(record["step"])
+    return None
+
+
+def exit_table(results: dict) -> str:
+    """Per method: the step at which the clip term left its log(batch) plateau, one entry per seed."""
+    lines = ["| noise | method | clip term leaves log(batch) at step (per seed) |", "|---|---|---|"]
+    for group, methods in results.items():
+        for method, runs in methods.items():
+            steps = ", ".join("never" if r.get("clip_plateau_exit") is None else str(r["clip_plateau_exit"]) for r in runs)
+            lines.append(f"| {group} | {method} | {steps} |")
+    return "\n".join(lines)
+
+
+SKIP_IN_TABLE = ("train_seconds", "clip_plateau_exit")
+
+
 def summarise(runs: list[dict]) -> dict:
-    keys = [k for k in runs[0] if k != "train_seconds"]
+    keys = [k for k in runs[0] if k not in SKIP_IN_TABLE]
     out = {}
     for k in keys:
         values = [r[k] for r in runs]
@@ -229,11 +256,15 @@ def main() -> None:
             for method, sets in methods.items():
                 run_dir = out / "runs" / f"{stem}-{method}-seed{seed}"
                 res = train_and_eval(manifest, run_dir, stream + sets + start, seed, args.steps, which)
+                if not args.hierarchy:
+                    res["clip_plateau_exit"] = plateau_exit(run_dir / "metrics.jsonl", args.batch)
                 results[group].setdefault(method, []).append(res)
                 print(json.dumps({"group": group, "method": method, "seed": seed, **res}), flush=True)
     name = args.name or ("hierarchy" if args.hierarchy else "noise")
     (out / f"{name}.json").write_text(json.dumps(results, indent=2))
     md = table(results, metrics, "corpus" if args.hierarchy else "noise")
+    if not args.hierarchy:
+        md += "\n\n" + exit_table(results)
     (out / f"{name}.md").write_text(md + "\n")
     if not args.hierarchy:
         plot(results, ["t2v_R@1", "step_seg_acc"], out / f"{name}.png")
