@@ -77,3 +77,45 @@ def test_plateau_exit_is_the_first_step_below_chance_by_the_margin(tmp_path):
     path.write_text(json.dumps({"step": 10, "clip": chance}) + "\n")
     assert plateau_exit(path, 16) is None
     assert plateau_exit(tmp_path / "absent.jsonl", 16) is None
+
+
+def test_gradient_report_weights_each_term_and_compares_directions():
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from grad_terms import gradient_report
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+    class Terms(nn.Module):  # stands in for VideoTextLoss: the report hooks its (video, text) inputs
+        def forward(self, video, text):
+            return {"loss": video.sum(), "clip": 3 * video[:, 0].sum(), "paragraph": 4 * video[:, 1].sum(),
+                    "caption": video.sum()}
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([1.0, 1.0]))
+            self.loss = Terms()
+
+        def forward(self, batch):
+            video = nn.functional.normalize(self.w * batch["x"], dim=-1)
+            return self.loss(video, video)
+
+    x = torch.tensor([[1.0, 2.0], [2.0, -1.0]])  # orthogonal rows at w = (1, 1)
+    report = gradient_report(Toy(), [{"x": x}], {"clip": 2.0, "paragraph": 0.5, "caption": 0.0}, grad_clip=1.0)
+    w = torch.tensor([1.0, 1.0], requires_grad=True)  # the same expressions, differentiated one by one
+    v = nn.functional.normalize(w * x, dim=-1)
+    g_clip = torch.autograd.grad(2.0 * 3 * v[:, 0].sum(), w, retain_graph=True)[0]
+    g_par = torch.autograd.grad(0.5 * 4 * v[:, 1].sum(), w)[0]
+    assert set(report["grad_norm"]) == {"clip", "paragraph"}  # a zero weight is not a term of the objective
+    assert report["grad_norm"]["clip"] == pytest.approx(float(g_clip.norm()), abs=1e-6)
+    assert float(g_clip.norm()) > 0.1 and float(g_par.norm()) > 0.1
+    assert report["grad_norm"]["paragraph"] == pytest.approx(float(g_par.norm()), abs=1e-6)
+    assert report["total_norm"] == pytest.approx(float((g_clip + g_par).norm()), abs=1e-6)
+    cos = float(torch.nn.functional.cosine_similarity(g_clip, g_par, dim=0))
+    assert report["cosine"]["clip · paragraph"] == pytest.approx(cos, abs=1e-6)
+    assert report["clip_scale"] == pytest.approx(min(1.0, 1.0 / float((g_clip + g_par).norm())), abs=1e-6)
+    assert report["embeddings"]["video_self_cosine"] == pytest.approx(0.0, abs=1e-6)  # orthogonal rows

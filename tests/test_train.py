@@ -125,7 +125,7 @@ def test_plain_run_writes_the_run_folder(reference):
     assert list(reference.glob("tensorboard/events.*"))
     records = metrics(reference)
     assert [r["step"] for r in records] == list(range(1, 9))
-    for key in ("loss", "clip", "lr", "logit_scale", "clips_per_s", "data_wait"):
+    for key in ("loss", "clip", "lr", "logit_scale", "clips_per_s", "data_wait", "self_sim/video", "self_sim/text"):
         assert all(key in r for r in records), key
     assert records[0]["lr"] < records[1]["lr"]  # warmup
     assert records[-1]["lr"] < max(r["lr"] for r in records)  # cosine decay

@@ -262,3 +262,23 @@ def test_temperatures_are_clamped_in_the_optimizers_weights(stage, precision):
     assert values["model"] == pytest.approx(math.log(100.0), abs=1e-2)  # logit_scale_max
     assert values["paragraph"] == pytest.approx(0.0, abs=1e-2)  # temperature <= 1: log scale >= 0
     assert values["dtype"] == "torch.float32"  # the master copy, not a bf16 module copy
+
+
+def test_self_similarity_matches_a_pairwise_loop_and_skips_padding():
+    from videolang.train.module import self_similarity
+
+    g = torch.Generator().manual_seed(0)
+    video = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=-1)
+    mask = torch.tensor([True, True, False, True, True, False])
+
+    def loop(x):
+        pairs = [float(x[i] @ x[j]) for i in range(len(x)) for j in range(len(x)) if i != j]
+        return sum(pairs) / len(pairs)
+
+    got = self_similarity(video, text, mask)
+    assert got["self_sim/video"].item() == pytest.approx(loop(video[mask]), abs=1e-6)
+    assert got["self_sim/text"].item() == pytest.approx(loop(text[mask]), abs=1e-6)
+    collapsed = torch.nn.functional.normalize(torch.ones(4, 5), dim=-1)
+    assert self_similarity(collapsed, collapsed)["self_sim/video"].item() == pytest.approx(1.0, abs=1e-6)
+    assert self_similarity(video[:1], text[:1]) == {}  # one sample: no pair

@@ -71,6 +71,12 @@ HIER_METHODS = {
 }
 
 
+def paragraph_stream(batch: int, k: int = 4) -> list[str]:
+    """The noise benchmark's data: the narration as paragraphs of k consecutive clips, `batch` clips a step."""
+    return [f"train.batch_size={batch}", "data.streams={pairs: 0.0, paragraphs: 1.0}",
+            "data.paragraph_source=narration", f"data.clips_per_video={k}"]
+
+
 def noise_preset(level: float):
     from videolang.data.synth import NarrationNoise
 
@@ -236,9 +242,7 @@ def main() -> None:
         groups = {f"{lv}%": float(lv) / 100 for lv in args.levels.split(",")}
         which = ("retrieval", "step_segmentation")
         metrics = ["t2v_R@1", "t2v_R@5", "step_seg_acc", "step_seg_F1@25"]
-        k = 4
-        stream = [f"train.batch_size={args.batch}", "data.streams={pairs: 0.0, paragraphs: 1.0}",
-                  "data.paragraph_source=narration", f"data.clips_per_video={k}"]
+        stream = paragraph_stream(args.batch)
     for group, level in groups.items():
         results[group] = {}
         for seed in range(args.seeds):

@@ -63,7 +63,8 @@ def loss_curves(path: Path, records: Sequence[dict], title: str = "training loss
     """One line per loss term over steps, from `metrics.jsonl` records (validation lines skipped)."""
     skip = {"step", "lr", "logit_scale", "clips_per_s", "data_wait", "nonfinite_dropped"}
     rows = [r for r in records if "loss" in r]
-    terms = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in skip and not k.startswith("val/")]
+    terms = [k for k in dict.fromkeys(k for r in rows for k in r)
+             if k not in skip and not k.startswith(("val/", "self_sim/"))]
     fig, ax = plt.subplots(figsize=(7, 4))
     for term in terms:
         points = [(r["step"], r[term]) for r in rows if term in r]

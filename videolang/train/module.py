@@ -2,8 +2,9 @@
 
 The loss owns parameters (Norton's paragraph temperature), so it must sit inside what the engine wraps
 for its parameters to be optimised, partitioned and checkpointed. `forward(batch)` takes a collated
-batch of any stream and returns every loss term that the batch has inputs for; embeddings reach the
-losses in fp32 whatever precision the towers run in.
+batch of any stream and returns every loss term that the batch has inputs for, plus the embedding
+self-similarity diagnostics (`DIAGNOSTICS`); embeddings reach the losses in fp32 whatever precision the
+towers run in.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class TrainModule(nn.Module):
         if "caption_logits" in out:
             inputs["caption_logits"] = out["caption_logits"]
             inputs["caption_labels"] = out["caption_labels"]
-        return self.loss(out["video"], out["text"], out["logit_scale"], skip_missing=True, **inputs)
+        terms = self.loss(out["video"], out["text"], out["logit_scale"], skip_missing=True, **inputs)
+        flat_mask = paragraph_mask.flatten() if paragraph_mask is not None else None
+        return {**terms, **self_similarity(out["video"], out["text"], flat_mask)}
 
     def prepare_zero3(self) -> None:
         """Tell ZeRO-3 about parameters used outside their own module's `forward`: it gathers a
@@ -89,6 +92,31 @@ class TrainModule(nn.Module):
                 safe_set_full_fp32_param(param, clamped)
                 if param.numel() == clamped.numel():  # the module's copy too, for the next forward pass
                     param.data.copy_(clamped.to(param.dtype))
+
+
+# Diagnostics that TrainModule returns next to the loss terms (logged, never optimised).
+DIAGNOSTICS = ("self_sim/video", "self_sim/text")
+
+
+@torch.no_grad()
+def self_similarity(video: Tensor, text: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Mean cosine between *different* clips (captions) of the micro-batch, padded clips left out.
+
+    It watches for representation collapse: a tower that maps every input to nearly one point drives this
+    towards 1 while a contrastive term sits at its chance value log(batch); objectives that normalise
+    similarities by their batch range (Norton's min-max) can keep falling in that state.
+    """
+    if mask is not None:
+        video, text = video[mask], text[mask]
+    n = video.shape[0]
+    if n < 2:
+        return {}
+    out = {}
+    for name, x in (("self_sim/video", video), ("self_sim/text", text)):
+        x = x.float()
+        total = (x @ x.T).sum() - (x * x).sum()
+        out[name] = total / (n * (n - 1))
+    return out
 
 
 def _unfused_master(optimizer, param: nn.Parameter):

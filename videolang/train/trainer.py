@@ -32,7 +32,7 @@ from videolang.train.checks import check_train_config
 from videolang.train.distributed import DistInfo, any_true, barrier, init_distributed
 from videolang.train.engine import build_engine, deepspeed_config
 from videolang.train.logging import MetricsLogger, Throughput
-from videolang.train.module import TrainModule
+from videolang.train.module import DIAGNOSTICS, TrainModule
 from videolang.train.optim import build_optimizer, build_scheduler
 from videolang.train.streams import build_streams, hash_seed
 from videolang.utils.io import atomic_write_json
@@ -321,7 +321,7 @@ class Trainer:
         }
         self.logger.log(record)
         if bar is not None:
-            terms = " ".join(f"{k}={v:.3f}" for k, v in means.items())
+            terms = " ".join(f"{k}={v:.3f}" for k, v in means.items() if k not in DIAGNOSTICS)
             bar.set_postfix_str(f"loss={record['loss']:.3f} {terms} {record['clips_per_s']:.1f} clips/s "
                                 f"wait={100 * wait:.0f}%", refresh=False)
         return record
