@@ -3,6 +3,8 @@
     DS_ACCELERATOR=cpu .venv/bin/python tools/grad_terms.py --noise-method norton \
         --manifest runs/bench_noise/corpora/noise60-seed0/manifest.jsonl [--init-from RUN] [--batches 4]
     DS_ACCELERATOR=cpu .venv/bin/python tools/grad_terms.py --config configs/x.yaml --set loss.paragraph_weight=0.1
+    DS_ACCELERATOR=cpu .venv/bin/python tools/grad_terms.py --run runs/bench_noise/runs/60-norton-seed2
+      (a run folder: its config.yaml and its weights, final/ or the newest checkpoint)
 
 For every weighted term of the objective (`clip`, `paragraph`, `level/<name>`, ...) it prints the norm of
 that term's gradient over all trainable parameters (weight included), the norm of their sum, the cosine
@@ -87,6 +89,7 @@ def gradient_report(module, batches: list[dict], weights: dict[str, float], grad
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default=None, help="a run folder: its config.yaml, and its weights unless --init-from")
     p.add_argument("--config", default=None, help="a training YAML (default: the built-in defaults)")
     p.add_argument("--noise-method", default=None, help="start from tools/bench_noise.py's recipe for this method")
     p.add_argument("--manifest", default=None, help="training manifest (data.manifest)")
@@ -113,7 +116,11 @@ def main() -> None:
         sets += [*BASE, *paragraph_stream(args.batch), *NOISE_METHODS[args.noise_method], "train.lr=2e-4"]
     if args.manifest:
         sets.append(f"data.manifest={args.manifest}")
-    cfg = load_config(args.config, [*sets, "data.num_workers=0", *args.sets])
+    config = args.config
+    if args.run:
+        config = config or str(Path(args.run) / "config.yaml")
+        args.init_from = args.init_from or args.run
+    cfg = load_config(config, [*sets, "data.num_workers=0", *args.sets])
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model)
     if args.init_from:
@@ -129,7 +136,8 @@ def main() -> None:
     for b in batches:
         b.pop("failures", None)
     report = gradient_report(module, batches, term_weights(cfg), cfg.train.grad_clip)
-    print(json.dumps({"init_from": args.init_from, "method": args.noise_method, **report}, indent=2))
+    print(json.dumps({"run": args.run, "init_from": args.init_from, "method": args.noise_method, **report},
+                     indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
