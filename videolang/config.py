@@ -104,7 +104,9 @@ class LossConfig:
     paragraph_eps: float = 0.1
     paragraph_iters: int = 50
     paragraph_learn_temperature: bool = True  # false: fixed at 0.07, as in Norton's released code
-    paragraph_norm: Literal["batch_minmax", "fixed"] = "batch_minmax"  # Norton: min-max over the batch
+    # Norton: min-max over the batch. From scratch with few videos per batch that lets the towers collapse;
+    # "fixed" ((x + 1) / 2) does not (docs/benchmarks.md, noise benchmark).
+    paragraph_norm: Literal["batch_minmax", "fixed"] = "batch_minmax"
     bucket_ratio: float = 0.3
     use_bucket: bool = True
     softmax_alpha: float = 1.0
