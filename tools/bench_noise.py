@@ -23,7 +23,9 @@ evaluated by zero-shot phase recognition and step segmentation.
 `--warm-steps N` runs the fine-tuning regime instead: every method starts from the same plain-InfoNCE run of
 N steps (per corpus and seed) and trains `--steps` more, as Norton fine-tunes a pretrained VideoCLIP.
 
-Results: mean +- std over seeds, a markdown table, a JSON file and a plot (metric vs noise per method).
+Results: mean +- std over seeds, a markdown table (for the noise runs also the step at which each run's clip
+term leaves its log(batch) plateau: late or never means the towers collapsed, see docs/benchmarks.md), a
+JSON file and a plot (metric vs noise per method).
 """
 
 from __future__ import annotations
