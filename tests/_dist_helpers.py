@@ -119,3 +119,19 @@ def gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def mean_terms_worker(rank: int, world: int, init: str, out: str) -> None:
+    """Ranks that logged different keys: rank 0 a diagnostic that rank 1 lacks."""
+    from videolang.train.trainer import mean_terms
+
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        sums = {"loss": torch.tensor(2.0 + 2 * rank)}
+        counts = {"loss": 2}
+        if rank == 0:
+            sums["self_sim/video"], counts["self_sim/video"] = torch.tensor(0.5), 1
+        result = mean_terms(sums, counts, torch.device("cpu"))
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

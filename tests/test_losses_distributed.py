@@ -13,6 +13,7 @@ from _dist_helpers import (
     gather_step,
     gather_worker,
     make_inputs,
+    mean_terms_worker,
     worker,
 )
 from videolang.losses import gather_with_grad
@@ -70,3 +71,12 @@ def test_gather_backward_takes_non_contiguous_gradients(gather_per_rank):
         torch.testing.assert_close(results[implementation], single[rank * shard : (rank + 1) * shard])
         torch.testing.assert_close(results[implementation + "/gathered"], inputs["x"], rtol=0, atol=0)
         assert results[implementation + "/type"]  # a plain tensor, not an async wrapper
+
+
+@pytest.mark.distributed
+def test_logged_means_reduce_the_union_of_keys(tmp_path):
+    # Rank 0 logs a key rank 1 lacks: no hang, and each mean is summed values / summed counts.
+    mp.spawn(mean_terms_worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got == pytest.approx({"loss": (2.0 + 4.0) / 4, "self_sim/video": 0.5})

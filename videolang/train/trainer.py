@@ -76,18 +76,32 @@ def _merge_failures(local: DecodeFailureLog) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _mean_terms(sums: dict[str, torch.Tensor], counts: dict[str, int], device: torch.device) -> dict[str, float]:
-    """Per-term means over the logged micro-batches, averaged over ranks (same keys on every rank)."""
+def mean_terms(sums: dict[str, torch.Tensor], counts: dict[str, int], device: torch.device) -> dict[str, float]:
+    """Per-term means over the logged micro-batches of every rank: summed values / summed counts.
+
+    Ranks may log different keys (a diagnostic needs two valid samples, which a padded paragraph
+    micro-batch can lack), so the union of the keys is reduced, a key absent on a rank counting 0 there:
+    the collectives always match and nothing hangs.
+    """
     import torch.distributed as dist
 
     keys = sorted(sums)
+    distributed = dist.is_initialized() and dist.get_world_size() > 1
+    if distributed:
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, keys)
+        keys = sorted(set().union(*parts))
     if not keys:
         return {}
-    t = torch.stack([sums[k].to(device, torch.float64) / counts[k] for k in keys])
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    t = torch.stack([
+        torch.stack([sums[k].to(device, torch.float64) if k in sums else zero,
+                     torch.tensor(float(counts.get(k, 0)), dtype=torch.float64, device=device)])
+        for k in keys
+    ])
+    if distributed:
         dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+    return {k: total / n for k, (total, n) in zip(keys, t.tolist()) if n > 0}
 
 
 def init_weights(model: VideoTextModel, source: str | Path) -> None:
@@ -306,7 +320,7 @@ class Trainer:
         )
 
     def _log(self, state: ckpt.TrainState, sums, counts, speed: Throughput, bar, lr: float) -> dict[str, Any]:
-        means = _mean_terms(sums, counts, self.info.device)
+        means = mean_terms(sums, counts, self.info.device)
         clips_per_s, wait = speed.read()
         model = self.module.model
         record: dict[str, Any] = {
