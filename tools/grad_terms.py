@@ -41,8 +41,13 @@ def gradient_report(module, batches: list[dict], weights: dict[str, float], grad
     import torch
 
     params = [p for p in module.parameters() if p.requires_grad]
-    seen: list[tuple] = []  # the (video, text) embeddings that reach the loss, for the collapse check
-    hook = module.loss.register_forward_hook(lambda _m, args, _out: seen.append((args[0].detach(), args[1].detach())))
+    from videolang.train.module import self_similarity
+
+    seen: list[tuple] = []  # (video, text, paragraph mask) as they reach the loss, for the collapse check
+    hook = module.loss.register_forward_hook(
+        lambda _m, args, kwargs, _out: seen.append((args[0].detach(), args[1].detach(), kwargs.get("paragraph_mask"))),
+        with_kwargs=True,
+    )
     norms: dict[str, list[float]] = {}
     cosines: dict[str, list[float]] = {}
     totals: list[float] = []
@@ -68,17 +73,13 @@ def gradient_report(module, batches: list[dict], weights: dict[str, float], grad
     def mean(v: list[float]) -> float:
         return sum(v) / len(v)
 
-    def off_diagonal_mean(x) -> float:  # mean cosine between different samples: 1 = all the same
-        sim = x @ x.T
-        n = sim.shape[0]
-        return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
-
+    sims = [self_similarity(v, t, None if m is None else m.flatten()) for v, t, m in seen]
     total = mean(totals)
     return {
-        "embeddings": {
-            "video_self_cosine": mean([off_diagonal_mean(v) for v, _ in seen]),
-            "text_self_cosine": mean([off_diagonal_mean(t) for _, t in seen]),
-            "video_text_cosine_std": mean([float((v @ t.T).std()) for v, t in seen]),
+        "embeddings": {  # mean cosine between different samples (1 = all the same), the trainer's self_sim
+            "video_self_cosine": mean([float(x["self_sim/video"]) for x in sims]),
+            "text_self_cosine": mean([float(x["self_sim/text"]) for x in sims]),
+            "video_text_cosine_std": mean([float((v @ t.T).std()) for v, t, _ in seen]),
         },
         "grad_norm": {k: mean(v) for k, v in norms.items()},
         "total_norm": total,
